@@ -1,0 +1,3 @@
+from gadgetd.cli import main
+
+main()

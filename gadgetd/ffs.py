@@ -1,0 +1,154 @@
+"""FunctionFS syscalls: mount, the ep0 open (through the retry policy), ep0 I/O, endpoint files.
+
+Policy (retry, backoff, deadlines) comes from open_policy; this module only touches the kernel.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+
+import functionfs
+
+from gadgetd import sysfs, wire
+from gadgetd.open_policy import DeadlineExceeded, Ep0OpenPolicy, RetryStats, call_with_retry
+from gadgetd.template import FunctionSpec
+from gadgetd.undo import UndoLog
+
+log = logging.getLogger(__name__)
+
+
+class SetupCancelled(Exception):
+    """A newer event cancelled the pending SETUP (EIDRM): drop it and go on."""
+
+
+def mountpoints(instance: str) -> list[Path]:
+    return [m for source, m, _ in sysfs.mounts("functionfs") if source == instance]
+
+
+def mount(fn: FunctionSpec, undo: UndoLog) -> None:
+    if not fn.mountpoint.is_dir():
+        fn.mountpoint.mkdir(parents=True)
+        undo.push(f"rmdir {fn.mountpoint}", lambda: os.rmdir(fn.mountpoint))
+    sysfs.mount(fn.name, fn.mountpoint, "functionfs", fn.mount.as_option_string())
+    undo.push(f"umount {fn.mountpoint}", lambda: sysfs.umount(fn.mountpoint))
+
+
+def unmount(mountpoint: Path) -> None:
+    """Unmount; remove the mount point if that leaves it an empty directory."""
+    sysfs.umount(mountpoint)
+    try:
+        os.rmdir(mountpoint)
+    except OSError:
+        pass
+
+
+class _Alarm(Exception):
+    pass
+
+
+def _raise_alarm(signum, frame):
+    raise _Alarm()
+
+
+def _open_bounded(path: Path, flags: int, remaining: float) -> int:
+    """open(2); a blocking open waits at most `remaining` s (f_fs waits interruptibly for the mutex).
+
+    The bound uses SIGALRM, so it applies in the main thread only; elsewhere the open is unbounded.
+    """
+    if flags & os.O_NONBLOCK or threading.current_thread() is not threading.main_thread():
+        return os.open(path, flags)
+    previous = signal.signal(signal.SIGALRM, _raise_alarm)
+    signal.setitimer(signal.ITIMER_REAL, max(remaining, 0.001))
+    try:
+        return os.open(path, flags)
+    except _Alarm:
+        raise DeadlineExceeded(errno.ETIMEDOUT, f"blocking open of {path} still waiting "
+                                                f"after {remaining:.3f} s") from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def open_file(path: Path, policy: Ep0OpenPolicy, stats: RetryStats, nonblock: bool) -> int:
+    flags = os.O_RDWR | os.O_CLOEXEC | (os.O_NDELAY if nonblock else 0)
+    return call_with_retry(lambda remaining: _open_bounded(path, flags, remaining), policy, stats)
+
+
+class Ep0:
+    """ep0 of one FunctionFS instance, opened by gadgetd under its open policy."""
+
+    def __init__(self, mountpoint: Path, policy: Ep0OpenPolicy, stats: RetryStats):
+        self.policy, self.stats = policy, stats
+        self.path = mountpoint / "ep0"
+        self.fd = open_file(self.path, policy, stats, nonblock=policy.nonblock)
+        # python-functionfs's Endpoint0File gives halt() and the INTERFACE_REVMAP ioctl.
+        self.file = functionfs.Endpoint0File(self.fd)
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def close(self) -> None:
+        self.file.close()
+
+    def _retrying(self, operation):
+        """ep0 read/write; under O_NDELAY f_fs trylocks ffs->mutex, so EAGAIN is retried."""
+        try:
+            return call_with_retry(lambda _: operation(), self.policy, self.stats,
+                                   retry_errnos={errno.EAGAIN, errno.EINTR})
+        except OSError as exc:
+            if exc.errno == errno.EIDRM:
+                raise SetupCancelled() from None
+            raise
+
+    def write_descriptors(self, fn: FunctionSpec, flags: int) -> None:
+        self._retrying(lambda: os.write(self.fd, wire.descriptors_blob(fn, flags)))
+        self._retrying(lambda: os.write(self.fd, wire.strings_blob(fn)))
+
+    def read_events(self) -> list[wire.Event]:
+        """The queued events; [] when none are queued (or the mutex was busy under O_NDELAY)."""
+        try:
+            buf = os.read(self.fd, wire.EVENT_SIZE * wire.MAX_EVENTS)
+        except BlockingIOError:
+            return []
+        except OSError as exc:
+            if exc.errno == errno.EIDRM:  # a pending setup was cancelled; nothing to read
+                return []
+            raise
+        return wire.parse_events(buf)
+
+    def reply(self, data: bytes) -> None:
+        """Data stage of an IN request."""
+        self._retrying(lambda: os.write(self.fd, data))
+
+    def receive(self, length: int) -> bytes:
+        """Data stage of an OUT request (length 0 acknowledges a no-data request)."""
+        return self._retrying(lambda: os.read(self.fd, length))
+
+    def stall(self, setup: wire.Setup) -> None:
+        """Reading/writing in the wrong direction makes f_fs STALL (it returns EL2HLT)."""
+        try:
+            self._retrying(lambda: self.file.halt(setup.request_type))
+        except SetupCancelled:
+            pass
+
+    def interface_number(self, interface: int) -> int | None:
+        return self.file.getRealInterfaceNumber(interface)
+
+
+def open_endpoints(fn: FunctionSpec, policy: Ep0OpenPolicy, stats: RetryStats):
+    """epN files in descriptor order, non-blocking so AIO on a disabled endpoint fails fast."""
+    files = []
+    try:
+        for index in range(1, len(fn.endpoints) + 1):
+            fd = open_file(fn.mountpoint / f"ep{index}", policy, stats, nonblock=True)
+            files.append(functionfs.EndpointFile(fd))
+    except BaseException:
+        for f in files:
+            f.close()
+        raise
+    return files

@@ -1,0 +1,119 @@
+"""Serving one FunctionFS instance: ep0 events, SETUP dispatch, counters.
+
+Function types (gadgetd.functions.*) subclass FunctionServer to add their vendor requests and
+data path. Nothing a host sends may raise out of here: a request that fails is STALLed and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections import Counter
+
+from functionfs import ch9
+
+from gadgetd import wire
+from gadgetd.ffs import Ep0, SetupCancelled
+from gadgetd.template import FunctionSpec
+
+log = logging.getLogger(__name__)
+
+
+class Stall(Exception):
+    """Raised by a request handler to refuse the request (the host sees EPIPE)."""
+
+
+class FunctionServer:
+    ffs_flags = 0  # FunctionFS descriptor flags the type needs (ALL_CTRL_RECIP, ...)
+    vendor_requests: dict[int, str] = {}  # bRequest -> method name, for vendor requests
+
+    def __init__(self, spec: FunctionSpec, ep0: Ep0, endpoints: list):
+        self.spec, self.ep0, self.endpoints = spec, ep0, endpoints
+        self.events: Counter = Counter()
+        self.counters: Counter = Counter()
+        self.enabled = False
+
+    # --- what the daemon's loop polls -------------------------------------------------------
+    def handlers(self) -> dict[int, object]:
+        """fd -> callable run when the fd is readable."""
+        return {self.ep0.fileno(): self.handle_ep0}
+
+    def handle_ep0(self) -> None:
+        for event in self.ep0.read_events():
+            self.events[event.name] += 1
+            log.debug("%s: event %s %s", self.spec.name, event.name, event.setup or "")
+            if event.setup is not None:
+                self._setup(event.setup)
+            else:
+                getattr(self, f"on_{event.name.lower()}", self.on_unknown)()
+
+    def _setup(self, setup: wire.Setup) -> None:
+        self.counters["setups"] += 1
+        handler = self.setup_handler(setup)
+        try:
+            try:
+                if handler is None:
+                    raise Stall()
+                handler(setup)
+            except Stall:
+                self.counters["stalls"] += 1
+                self.ep0.stall(setup)
+        except SetupCancelled:
+            self.counters["setups_cancelled"] += 1
+        except OSError as exc:
+            # The host went away mid-request, or the data stage failed: its problem, not ours.
+            self.counters["setup_errors"] += 1
+            log.warning("%s: %s failed: %s", self.spec.name, setup, exc)
+
+    def setup_handler(self, setup: wire.Setup):
+        """The method answering `setup`, or None to STALL it."""
+        if setup.kind == ch9.USB_TYPE_VENDOR:
+            name = self.vendor_requests.get(setup.request)
+            return getattr(self, name) if name else None
+        if (setup.kind == ch9.USB_TYPE_STANDARD and setup.request == ch9.USB_REQ_GET_STATUS
+                and setup.recipient == ch9.USB_RECIP_INTERFACE and setup.is_in):
+            return self._get_interface_status
+        return None
+
+    def _get_interface_status(self, setup: wire.Setup) -> None:
+        self.ep0.reply(struct.pack("<H", 0)[: setup.length])
+
+    # --- events -----------------------------------------------------------------------------
+    def on_bind(self):
+        pass
+
+    def on_unbind(self):
+        self.on_disable()
+
+    def on_enable(self):
+        # ENABLE repeats without DISABLE when the host sends SET_INTERFACE.
+        self.enabled = True
+        self.counters["enables"] += 1
+
+    def on_disable(self):
+        self.enabled = False
+
+    def on_suspend(self):
+        pass
+
+    def on_resume(self):
+        pass
+
+    def on_unknown(self):
+        self.counters["unknown_events"] += 1
+
+    # --- state ------------------------------------------------------------------------------
+    def status(self) -> dict:
+        return {
+            "name": self.spec.name,
+            "type": self.spec.type,
+            "enabled": self.enabled,
+            "events": dict(self.events),
+            "counters": dict(self.counters),
+            "ep0_retries": self.ep0.stats.as_dict(),
+        }
+
+    def close(self) -> None:
+        for f in self.endpoints:
+            f.close()
+        self.ep0.close()

@@ -1,0 +1,156 @@
+"""Loopback: bulk OUT transfers come back unchanged on bulk IN, transfer boundaries kept.
+
+Framing (the same on every UDC): a transfer ends with a short packet; one whose length is a
+multiple of wMaxPacketSize is ended by a zero-length packet, from the host and in the echo.
+
+Data path: `queue_depth` page-aligned buffers of `request_size` bytes (a multiple of 1024, so a
+full request never ends a transfer). Each OUT completion is written to IN from the same buffer
+(no copy); the buffer is read into again once IN has sent it, which bounds memory and makes a host
+that does not read IN stall the OUT side instead of growing a queue.
+
+Vendor requests (recipient interface): ECHO_OUT stores up to 4096 bytes, ECHO_IN returns them,
+STATUS returns the counters as JSON.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+
+import libaio
+
+from gadgetd.aio import AioQueue, buffer_pool
+from gadgetd.function import FunctionServer, Stall
+
+log = logging.getLogger(__name__)
+
+ECHO_OUT, ECHO_IN, STATUS = 0x01, 0x02, 0x03
+ECHO_MAX = 4096
+_CANCELLED = (-errno.ESHUTDOWN, -errno.ECONNRESET)
+
+
+class Loopback(FunctionServer):
+    vendor_requests = {ECHO_OUT: "echo_out", ECHO_IN: "echo_in", STATUS: "send_status"}
+
+    def __init__(self, spec, ep0, endpoints):
+        super().__init__(spec, ep0, endpoints)
+        directions = [e.is_in for e in spec.endpoints]  # endpoint files follow descriptor order
+        self.ep_in = endpoints[directions.index(True)]
+        self.ep_out = endpoints[directions.index(False)]
+        self.echo = b""
+        depth, size = spec.queue_depth, spec.request_size
+        self.request_size = size
+        self.queue = AioQueue(3 * depth)
+        self.buffers = buffer_pool(depth, size)
+        self.views = [memoryview(b) for b in self.buffers]
+        self.reads = [self.queue.block(libaio.AIOBLOCK_MODE_READ, self.ep_out,
+                                       lambda b, res, _, i=i: self._read_done(i, res))
+                      for i in range(depth)]
+        for block, buf in zip(self.reads, self.buffers):
+            block.buffer_list = (buf,)
+        self.writes = [self.queue.block(libaio.AIOBLOCK_MODE_WRITE, self.ep_in,
+                                        lambda b, res, _, i=i: self._write_done(i, res))
+                       for i in range(depth)]
+        self.idle = list(range(depth))  # buffers neither being read into nor written from
+        self.zlps: list[libaio.AIOBlock] = []  # spare zero-length IN blocks
+        self.max_packet = 512
+        self.running = False
+
+    def handlers(self):
+        return {**super().handlers(), self.queue.fileno(): self.queue.process}
+
+    # --- events -----------------------------------------------------------------------------
+    def on_enable(self):
+        super().on_enable()
+        self.max_packet = self.ep_in.getDescriptor().wMaxPacketSize
+        self.running = True
+        self._fill()
+
+    def on_disable(self):
+        super().on_disable()
+        self.running = False  # in-flight blocks complete with ESHUTDOWN and stay idle
+
+    # --- data path --------------------------------------------------------------------------
+    def _fill(self) -> None:
+        while self.running and self.idle:
+            i = self.idle.pop()
+            if not self.queue.submit(self.reads[i]):
+                self.idle.append(i)  # endpoint disabled: ENABLE refills
+                return
+
+    def _read_done(self, i: int, res: int) -> None:
+        if res < 0:
+            self.counters["out_cancelled" if res in _CANCELLED else "out_errors"] += 1
+            if res not in _CANCELLED:
+                log.warning("%s: bulk OUT failed: %s", self.spec.name, errno.errorcode.get(-res))
+            self.idle.append(i)
+            self._fill()
+            return
+        self.counters["bytes_out"] += res
+        write = self.writes[i]
+        # libaio cannot point an iovec at an empty buffer: a ZLP is a write with no iovec.
+        write.buffer_list = (self.views[i][:res],) if res else ()
+        ends_transfer = res < self.request_size
+        if ends_transfer:
+            self.counters["transfers"] += 1
+        if not self.queue.submit(write):
+            self._dropped(i, res)
+            return
+        if ends_transfer and res and res % self.max_packet == 0:
+            self._send_zlp()
+
+    def _send_zlp(self) -> None:
+        block = self.zlps.pop() if self.zlps else self.queue.block(
+            libaio.AIOBLOCK_MODE_WRITE, self.ep_in, self._zlp_done)
+        if not self.queue.submit(block):
+            self.zlps.append(block)
+            self.counters["dropped_zlps"] += 1
+
+    def _zlp_done(self, block, res, _res2) -> None:
+        self.zlps.append(block)
+        if res < 0:
+            self.counters["in_cancelled" if res in _CANCELLED else "in_errors"] += 1
+
+    def _write_done(self, i: int, res: int) -> None:
+        if res < 0:
+            self.counters["in_cancelled" if res in _CANCELLED else "in_errors"] += 1
+            if res not in _CANCELLED:
+                log.warning("%s: bulk IN failed: %s", self.spec.name, errno.errorcode.get(-res))
+        else:
+            self.counters["bytes_looped"] += res
+        self.idle.append(i)
+        self._fill()
+
+    def _dropped(self, i: int, size: int) -> None:
+        """IN refused the echo (the host disabled the function meanwhile): counted, never silent."""
+        self.counters["dropped_bytes"] += size
+        log.warning("%s: %d bytes read from OUT could not be echoed: IN disabled",
+                    self.spec.name, size)
+        self.idle.append(i)
+
+    # --- vendor requests --------------------------------------------------------------------
+    def echo_out(self, setup):
+        if setup.is_in or setup.length > ECHO_MAX:
+            raise Stall()
+        self.echo = self.ep0.receive(setup.length)
+
+    def echo_in(self, setup):
+        if not setup.is_in:
+            raise Stall()
+        self.ep0.reply(self.echo[: setup.length])
+
+    def send_status(self, setup):
+        if not setup.is_in:
+            raise Stall()
+        self.ep0.reply(json.dumps(self.status(), sort_keys=True).encode()[: setup.length])
+
+    def close(self) -> None:
+        self.running = False
+        try:
+            left = self.queue.cancel_all()
+            if left:
+                log.error("%s: %d AIO blocks did not finish after cancel", self.spec.name, left)
+            self.queue.close()
+        finally:
+            super().close()

@@ -1,0 +1,83 @@
+"""`gadgetd-hil`: host-side tools (VM bench, kernels, the HIL suite next to a local gadget)."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+
+import click
+
+from gadgetd import __version__
+from gadgetd.errors import GadgetdError
+from gadgetd.host import kernels
+
+
+def _fail(exc: GadgetdError):
+    click.echo(f"gadgetd-hil: error: {exc}", err=True)
+    sys.exit(exc.status)
+
+
+@click.group()
+@click.version_option(__version__, prog_name="gadgetd-hil")
+def main():
+    """Host side of gadgetd: boot kernels with dummy_hcd, run the HIL suite, compare kernels."""
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option("--kernel", "spec", default=kernels.DEFAULT_SPEC, show_default=True,
+              help="debian:ABI, debian:SUITE, a kernel image path (with --modules) or a build tree.")
+@click.option("--modules", "modules_dir", type=click.Path(exists=True, file_okay=False),
+              help="lib/modules/RELEASE for a kernel image path.")
+@click.option("--speed", type=click.Choice(["full", "high", "super"]), default="high",
+              show_default=True, help="dummy_hcd link speed.")
+@click.option("--timeout", type=float, default=1800, show_default=True,
+              help="Seconds CMD may run after boot (then exit 124).")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def vm(spec, modules_dir, speed, timeout, command):
+    """Boot a kernel in QEMU with dummy_hcd and run COMMAND in it as root.
+
+    Exit status: COMMAND's; 124 if it did not finish in time; 125 if the kernel did not boot.
+    """
+    from gadgetd.host import vm as vm_mod
+
+    try:
+        kernel = kernels.resolve(spec, modules_dir)
+        result = vm_mod.run(kernel, list(command), speed=speed, timeout=timeout)
+    except GadgetdError as exc:
+        _fail(exc)
+    shutil.rmtree(result.result_dir, ignore_errors=True)
+    sys.exit(result.status)
+
+
+@main.command("kernels")
+@click.option("--refresh", is_flag=True, help="Refresh the private package lists first.")
+def kernels_cmd(refresh):
+    """List cached kernels and the Debian kernels available to fetch."""
+    try:
+        if refresh:
+            kernels.apt().update(force=True)
+        cached = {k.release: k for k in kernels.cached()}
+        click.echo(f"{'suite':<9} {'kernel (debian:ABI)':<26} {'package version':<22} cached")
+        for suite, release, version in kernels.available():
+            mark = "yes" if release in cached and cached[release].package_version == version else ""
+            click.echo(f"{suite:<9} {release:<26} {version:<22} {mark}")
+    except GadgetdError as exc:
+        _fail(exc)
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("template_path", metavar="TEMPLATE")
+@click.option("--daemon-arg", "daemon_args", multiple=True,
+              help="Extra argument for 'gadgetd run' (repeatable), e.g. --daemon-arg=--nonblock.")
+@click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
+def local(template_path, daemon_args, pytest_args):
+    """Serve TEMPLATE here (dummy_hcd) and run the HIL suite against it; PYTEST_ARGS pass through.
+
+    Fails when the suite fails, gadgetd exits non-zero, or teardown leaves anything behind.
+    """
+    from gadgetd.host.local import serve_and_test
+
+    try:
+        sys.exit(serve_and_test(template_path, list(pytest_args), list(daemon_args)))
+    except GadgetdError as exc:
+        _fail(exc)

@@ -1,0 +1,183 @@
+"""Host side of the cable: find the gadget (pyudev, no sleeping) and talk to it (pyusb).
+
+Shaped like labgrid: a DeviceSelector says which device (resource), LoopbackDriver says how to
+talk to it (driver); the HIL fixtures and repro's host driver combine them.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+
+import pyudev
+import usb.core
+import usb.util
+
+# pyusb's speed codes
+SPEED_NAMES = {1: "low", 2: "full", 3: "high", 4: "super", 5: "super-plus"}
+BULK_MAX_PACKET = {"full": 64, "high": 512, "super": 1024, "super-plus": 1024}
+# gadgetd loopback vendor requests (recipient interface)
+ECHO_OUT, ECHO_IN, STATUS = 0x01, 0x02, 0x03
+VENDOR_OUT = usb.util.CTRL_OUT | usb.util.CTRL_TYPE_VENDOR | usb.util.CTRL_RECIPIENT_INTERFACE
+VENDOR_IN = usb.util.CTRL_IN | usb.util.CTRL_TYPE_VENDOR | usb.util.CTRL_RECIPIENT_INTERFACE
+
+
+@dataclass(frozen=True)
+class DeviceSelector:
+    vendor: int
+    product: int
+    serial: str | None = None
+
+    @classmethod
+    def parse(cls, text: str, serial: str | None = None) -> DeviceSelector:
+        vid, _, pid = text.partition(":")
+        return cls(int(vid, 16), int(pid, 16), serial)
+
+    def __str__(self) -> str:
+        return f"{self.vendor:04x}:{self.product:04x}" + (f" ({self.serial})" if self.serial else "")
+
+    def matches_udev(self, dev: pyudev.Device) -> bool:
+        attrs = dev.attributes
+        try:
+            ok = (int(attrs.asstring("idVendor"), 16) == self.vendor
+                  and int(attrs.asstring("idProduct"), 16) == self.product)
+            return ok and (self.serial is None or attrs.asstring("serial") == self.serial)
+        except KeyError:
+            return False
+
+    def find(self) -> usb.core.Device | None:
+        for dev in usb.core.find(find_all=True, idVendor=self.vendor, idProduct=self.product):
+            if self.serial is None or _serial(dev) == self.serial:
+                return dev
+        return None
+
+
+def _serial(dev: usb.core.Device) -> str | None:
+    try:
+        return usb.util.get_string(dev, dev.iSerialNumber) if dev.iSerialNumber else None
+    except (usb.core.USBError, ValueError):
+        return None
+
+
+def wait_for_device(selector: DeviceSelector, timeout: float = 30.0,
+                    gone_first: usb.core.Device | None = None) -> usb.core.Device:
+    """Wait (on udev events, not by polling) until the selected device is present and configured
+    by the kernel's enumeration; with `gone_first`, wait for that instance to vanish first."""
+    context = pyudev.Context()
+    monitor = pyudev.Monitor.from_netlink(context)
+    monitor.filter_by(subsystem="usb", device_type="usb_device")
+    monitor.start()
+    deadline = time.monotonic() + timeout
+    old = (gone_first.bus, gone_first.address) if gone_first is not None else None
+
+    def present():
+        dev = selector.find()
+        if dev is not None and (dev.bus, dev.address) != old:
+            return dev
+        return None
+
+    dev = present()
+    while dev is None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"USB device {selector} did not appear within {timeout:g} s")
+        event = monitor.poll(timeout=remaining)
+        if event is not None and event.action == "add" and selector.matches_udev(event):
+            old = None  # a fresh enumeration: whatever is present now is the new instance
+        dev = present()
+    return dev
+
+
+def wait_for_removal(selector: DeviceSelector, timeout: float = 30.0) -> None:
+    context = pyudev.Context()
+    monitor = pyudev.Monitor.from_netlink(context)
+    monitor.filter_by(subsystem="usb", device_type="usb_device")
+    monitor.start()
+    deadline = time.monotonic() + timeout
+    while selector.find() is not None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"USB device {selector} still present after {timeout:g} s")
+        monitor.poll(timeout=remaining)
+
+
+class LoopbackDriver:
+    """gadgetd's loopback function seen from the host."""
+
+    def __init__(self, dev: usb.core.Device, timeout_ms: int = 5000):
+        self.dev, self.timeout = dev, timeout_ms
+        self.intf = self._vendor_interface()
+        self.ep_out = usb.util.find_descriptor(self.intf, custom_match=_direction(usb.util.ENDPOINT_OUT))
+        self.ep_in = usb.util.find_descriptor(self.intf, custom_match=_direction(usb.util.ENDPOINT_IN))
+        self.max_packet = self.ep_in.wMaxPacketSize
+
+    def _vendor_interface(self):
+        try:
+            cfg = self.dev.get_active_configuration()
+        except usb.core.USBError:
+            self.dev.set_configuration()
+            cfg = self.dev.get_active_configuration()
+        return next(i for i in cfg if i.bInterfaceClass == 0xFF)
+
+    @property
+    def speed(self) -> str:
+        return SPEED_NAMES.get(self.dev.speed, "unknown")
+
+    @property
+    def interface_number(self) -> int:
+        return self.intf.bInterfaceNumber
+
+    # --- control ---------------------------------------------------------------------------
+    def echo(self, data: bytes) -> bytes:
+        self.dev.ctrl_transfer(VENDOR_OUT, ECHO_OUT, 0, self.interface_number, data, self.timeout)
+        return bytes(self.dev.ctrl_transfer(VENDOR_IN, ECHO_IN, 0, self.interface_number,
+                                            len(data), self.timeout))
+
+    def status(self) -> dict:
+        raw = self.dev.ctrl_transfer(VENDOR_IN, STATUS, 0, self.interface_number, 4096,
+                                     self.timeout)
+        return json.loads(bytes(raw))
+
+    def set_interface_raw(self, alt: int) -> None:
+        """SET_INTERFACE sent as is: pyusb's helper hides a STALL on single-altsetting interfaces."""
+        self.dev.ctrl_transfer(0x01, 0x0B, alt, self.interface_number, None, self.timeout)
+
+    # --- bulk ------------------------------------------------------------------------------
+    def send(self, data: bytes) -> None:
+        """One OUT transfer; a multiple of wMaxPacketSize is ended by a zero-length packet."""
+        self.dev.write(self.ep_out, data, self.timeout)
+        if data and len(data) % self.ep_out.wMaxPacketSize == 0:
+            self.dev.write(self.ep_out, b"", self.timeout)
+
+    def receive(self, limit: int) -> bytes:
+        """One IN transfer of at most `limit` bytes (ends at a short or zero-length packet)."""
+        size = (limit // self.max_packet + 1) * self.max_packet
+        return bytes(self.dev.read(self.ep_in, size, self.timeout))
+
+    def loopback(self, data: bytes) -> bytes:
+        """Send one transfer and return its echo; the IN side is read while OUT is written, as
+        the device holds a bounded number of buffers."""
+        result: dict = {}
+
+        def reader():
+            try:
+                result["data"] = self.receive(len(data))
+            except usb.core.USBError as exc:
+                result["error"] = exc
+
+        t = threading.Thread(target=reader)
+        t.start()
+        try:
+            self.send(data)
+        finally:
+            t.join()
+        if "error" in result:
+            raise result["error"]
+        return result["data"]
+
+
+def _direction(direction):
+    return lambda e: usb.util.endpoint_direction(e.bEndpointAddress) == direction
+

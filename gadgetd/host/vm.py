@@ -1,0 +1,132 @@
+"""Boot a kernel under QEMU (virtme-ng, software emulation, the machine's root over 9p) and run
+one command in it with dummy_hcd, libcomposite and usb_f_fs loaded.
+
+Exit status: CMD's own whenever CMD finished (even if the guest then cannot shut down);
+124 when CMD did not finish within the timeout; 125 when the kernel could not be booted or the
+guest died before CMD finished. QEMU is always killed at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from gadgetd.host.kernels import CACHE, Kernel, KernelError
+
+TIMEOUT = 124
+NOT_BOOTED = 125
+BOOT_TIMEOUT = 240  # seconds; a TCG boot takes 10-20 s, more when the machine is loaded
+SHUTDOWN_GRACE = 20  # seconds QEMU gets to power off after CMD finished
+
+
+@dataclass
+class VmResult:
+    status: int
+    kernel: Kernel
+    boot_seconds: float | None
+    command_seconds: float | None
+    result_dir: Path
+    note: str = ""
+
+
+def _vng() -> str:
+    here = Path(sys.executable).parent / "vng"
+    found = str(here) if here.exists() else shutil.which("vng")
+    if not found:
+        raise KernelError("vng (virtme-ng) not found: install gadgetd[hil] (make setup)")
+    return found
+
+
+def _copy(src, dst) -> None:
+    out = dst.buffer
+    for chunk in iter(lambda: src.read1(65536), b""):
+        out.write(chunk)
+        out.flush()
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def run(kernel: Kernel, command: list[str], speed: str = "high", timeout: float = 1800,
+        memory: str = "2G", cpus: int = 2, quiet: bool = False, log=sys.stderr) -> VmResult:
+    """Boot `kernel`, run `command` as root in the checkout's directory, stream its output."""
+    runs = CACHE / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    result_dir = Path(tempfile.mkdtemp(prefix="vm-", dir=runs))
+    guest = [sys.executable, "-m", "gadgetd.host.guest", "--speed", speed,
+             "--result", str(result_dir), "--", *command]
+    argv = [_vng(), "--run", str(kernel.image), "--disable-kvm", "--force-9p",
+            "--memory", memory, "--cpus", str(cpus), "--rwdir", str(result_dir),
+            "--cwd", os.getcwd(), "--exec", shlex.join(guest)]
+    if not quiet:
+        versions = ", ".join(f"{p} {v}" for p, v in kernel.packages) or str(kernel.image)
+        print(f"gadgetd-hil vm: booting {kernel.release} ({versions}), speed {speed}", file=log)
+    start = time.monotonic()
+    # vng runs virtme-run from PATH: put the interpreter's bin directory (the venv) first.
+    env = {**os.environ, "PATH": f"{Path(argv[0]).parent}:{os.environ.get('PATH', '')}"}
+    # QEMU opens /proc/self/fd/1 and /2 itself; through pipes its writes cannot clobber a file
+    # both streams share, and the copy threads stream the guest's output as it comes.
+    proc = subprocess.Popen(argv, start_new_session=True, stdin=subprocess.DEVNULL, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    copiers = [threading.Thread(target=_copy, args=(src, dst), daemon=True)
+               for src, dst in ((proc.stdout, sys.stdout), (proc.stderr, sys.stderr))]
+    for t in copiers:
+        t.start()
+    booted = finished = None
+    status, note = NOT_BOOTED, ""
+    try:
+        while True:
+            now = time.monotonic()
+            if booted is None and (result_dir / "booted").exists():
+                booted = now
+            if (result_dir / "status").exists():
+                text = (result_dir / "status").read_text().strip()
+                if text:
+                    status, finished = int(text), now
+                    break
+            if (result_dir / "setup-failed").exists():
+                note = "the guest could not load the USB gadget modules"
+                break
+            if proc.poll() is not None:
+                note = ("the guest died before the command finished" if booted else
+                        f"the kernel did not boot (virtme-ng exited {proc.returncode})")
+                break
+            if booted is None and now - start > BOOT_TIMEOUT:
+                note = f"the kernel did not boot within {BOOT_TIMEOUT} s"
+                break
+            if booted is not None and now - booted > timeout:
+                status, note = TIMEOUT, f"the command did not finish within {timeout:g} s"
+                break
+            time.sleep(0.2)
+        if finished is not None:
+            try:
+                proc.wait(SHUTDOWN_GRACE)
+            except subprocess.TimeoutExpired:
+                note = "the guest could not shut down (a task stuck in the kernel?)"
+    finally:
+        _kill(proc)
+        for t in copiers:
+            t.join(5)
+    result = VmResult(status, kernel, booted - start if booted else None,
+                      finished - booted if finished and booted else None, result_dir, note)
+    if not quiet:
+        timing = f"boot {result.boot_seconds:.1f} s" if result.boot_seconds else "no boot"
+        if result.command_seconds is not None:
+            timing += f", command {result.command_seconds:.1f} s"
+        print(f"gadgetd-hil vm: {kernel.release}: exit {status} ({timing})"
+              + (f": {note}" if note else ""), file=log)
+    return result

@@ -1,0 +1,403 @@
+"""TOML gadget templates -> a validated, immutable model.
+
+The schema is documented in configfs_templates/README.md. Every problem is reported as a
+TemplateError naming the file, the dotted key and the value, before anything touches the kernel.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from gadgetd.errors import NO_VALUE, TemplateError
+
+# f_fs addresses at most 15 endpoints per direction (USB endpoint numbers 1..15).
+MAX_ENDPOINTS_PER_DIRECTION = 15
+# USB string descriptors hold at most 126 UTF-16 code units; configfs refuses longer strings.
+MAX_STRING_LEN = 126
+# configfs/f_fs instance names: MAX_NAME_LEN in usb/gadget/configfs.c and f_fs dev names.
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,39}$")
+_LANG_RE = re.compile(r"^0x[0-9a-fA-F]{1,4}$")
+_GADGET_STRING_KEYS = ("manufacturer", "product", "serialnumber")
+_BCD_USB = (0x0110, 0x0200, 0x0201, 0x0210, 0x0300, 0x0310, 0x0320)
+_TRANSFERS = {"bulk": 2, "interrupt": 3}
+FUNCTION_TYPES = ("loopback",)
+EP0_OPEN_MODES = ("blocking", "nonblock")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    direction: str  # "in" or "out"
+    transfer: str  # "bulk" or "interrupt"
+    max_packet: int | None = None  # None: the largest the speed allows
+    interval: int | None = None  # ms for interrupt endpoints
+    max_burst: int = 0  # SuperSpeed companion bMaxBurst
+
+    @property
+    def is_in(self) -> bool:
+        return self.direction == "in"
+
+    @property
+    def attributes(self) -> int:
+        return _TRANSFERS[self.transfer]
+
+
+@dataclass(frozen=True)
+class Interface:
+    cls: int = 0xFF
+    subclass: int = 0
+    protocol: int = 0
+    strings: dict[int, str] = field(default_factory=dict)  # language -> iInterface text
+
+
+@dataclass(frozen=True)
+class MountOptions:
+    no_disconnect: bool = False
+    uid: int | None = None
+    gid: int | None = None
+    rmode: int | None = None
+    fmode: int | None = None
+    mode: int | None = None
+
+    def as_option_string(self) -> str:
+        opts = [f"no_disconnect={int(self.no_disconnect)}"]
+        for key in ("uid", "gid"):
+            if getattr(self, key) is not None:
+                opts.append(f"{key}={getattr(self, key)}")
+        for key in ("rmode", "fmode", "mode"):
+            if getattr(self, key) is not None:
+                opts.append(f"{key}={getattr(self, key):o}")
+        return ",".join(opts)
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    name: str  # FunctionFS instance: configfs functions/ffs.NAME and the mount source
+    type: str
+    mountpoint: Path
+    interface: Interface
+    endpoints: tuple[Endpoint, ...]
+    mount: MountOptions = MountOptions()
+    ep0_open: str = "blocking"
+    request_size: int = 16384
+    queue_depth: int = 4
+
+    @property
+    def configfs_name(self) -> str:
+        return f"ffs.{self.name}"
+
+
+@dataclass(frozen=True)
+class ConfigSpec:
+    label: str
+    number: int
+    max_power: int
+    attributes: int
+    strings: dict[int, str]
+    functions: tuple[str, ...]
+
+    @property
+    def configfs_name(self) -> str:
+        return f"{self.label}.{self.number}"
+
+
+@dataclass(frozen=True)
+class GadgetSpec:
+    source: str
+    name: str
+    udc: str
+    id_vendor: int
+    id_product: int
+    bcd_device: int
+    bcd_usb: int
+    device_class: int
+    device_subclass: int
+    device_protocol: int
+    strings: dict[int, dict[str, str]]
+    configs: tuple[ConfigSpec, ...]
+    functions: dict[str, FunctionSpec]
+
+    def with_overrides(self, udc=None, no_disconnect=None, nonblock=None) -> GadgetSpec:
+        """Command-line flags win over the template."""
+        spec = self
+        if udc is not None:
+            spec = replace(spec, udc=udc)
+        functions = {}
+        for name, fn in spec.functions.items():
+            if no_disconnect is not None:
+                fn = replace(fn, mount=replace(fn.mount, no_disconnect=no_disconnect))
+            if nonblock is not None:
+                fn = replace(fn, ep0_open="nonblock" if nonblock else "blocking")
+            functions[name] = fn
+        return replace(spec, functions=functions)
+
+
+class _Table:
+    """One TOML table being read: typed lookups, then a check that nothing was left unread."""
+
+    def __init__(self, source: str, path: str, data):
+        if not isinstance(data, dict):
+            raise TemplateError(source, path, "must be a table", data)
+        self.source, self.path, self.data, self.seen = source, path, data, set()
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def error(self, name: str, problem: str, value=NO_VALUE):
+        return TemplateError(self.source, self.key(name), problem, value)
+
+    def has(self, name: str) -> bool:
+        return name in self.data
+
+    def get(self, name, kind, default=NO_VALUE, lo=None, hi=None, choices=None):
+        self.seen.add(name)
+        if name not in self.data:
+            if default is NO_VALUE:
+                raise self.error(name, "missing")
+            return default
+        value = self.data[name]
+        # bool is an int in Python; TOML keeps them apart, so do we.
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise self.error(name, f"must be {_KIND_NAMES.get(kind, kind.__name__)}", value)
+        if lo is not None and value < lo or hi is not None and value > hi:
+            raise self.error(name, f"out of range {_fmt(lo)}..{_fmt(hi)}", value)
+        if choices is not None and value not in choices:
+            raise self.error(name, f"must be one of {', '.join(map(str, choices))}", value)
+        return value
+
+    def table(self, name: str, required=True) -> _Table | None:
+        self.seen.add(name)
+        if name not in self.data:
+            if required:
+                raise TemplateError(self.source, f"[{self.key(name)}]", "missing section")
+            return None
+        return _Table(self.source, self.key(name), self.data[name])
+
+    def tables(self, name: str) -> list[_Table]:
+        """An array of tables ([[name]]); missing means none."""
+        self.seen.add(name)
+        value = self.data.get(name, [])
+        if not isinstance(value, list):
+            raise self.error(name, "must be an array of tables ([[...]])", value)
+        return [_Table(self.source, f"{self.key(name)}[{i}]", v) for i, v in enumerate(value)]
+
+    def done(self):
+        for name in self.data:
+            if name not in self.seen:
+                raise self.error(name, "unknown key", self.data[name])
+
+
+_KIND_NAMES = {int: "an integer", str: "a string", bool: "true or false", list: "an array"}
+
+
+def _fmt(n):
+    return hex(n) if isinstance(n, int) and n > 0xFF else str(n)
+
+
+def _string(table: _Table, name: str, default=NO_VALUE) -> str:
+    text = table.get(name, str, default)
+    if text is not None and len(text.encode("utf-16-le")) // 2 > MAX_STRING_LEN:
+        raise table.error(name, f"longer than {MAX_STRING_LEN} UTF-16 units", text)
+    return text
+
+
+def _language(table: _Table, lang: str) -> int:
+    if not _LANG_RE.match(lang):
+        raise table.error(lang, "language must be a hex id such as 0x409")
+    return int(lang, 16)
+
+
+def _name(table: _Table, name: str, what: str, value=None) -> str:
+    value = table.get(name, str) if value is None else value
+    if not _NAME_RE.match(value):
+        raise table.error(name, f"{what} must be 1-40 characters of A-Z a-z 0-9 _ . -", value)
+    return value
+
+
+def _gadget_strings(gadget: _Table) -> dict[int, dict[str, str]]:
+    strings = gadget.table("strings", required=False)
+    if strings is None:
+        return {}
+    result = {}
+    for lang in strings.data:
+        per_lang = strings.table(lang)
+        result[_language(strings, lang)] = {
+            k: _string(per_lang, k) for k in _GADGET_STRING_KEYS if per_lang.has(k)
+        }
+        per_lang.done()
+    strings.done()
+    return result
+
+
+def _lang_map(table: _Table, name: str) -> dict[int, str]:
+    """A `strings = { 0x409 = "text" }` table."""
+    sub = table.table(name, required=False)
+    if sub is None:
+        return {}
+    result = {_language(sub, lang): _string(sub, lang) for lang in sub.data}
+    sub.done()
+    return result
+
+
+def _endpoint(table: _Table) -> Endpoint:
+    transfer = table.get("transfer", str, "bulk", choices=tuple(_TRANSFERS))
+    ep = Endpoint(
+        direction=table.get("direction", str, choices=("in", "out")),
+        transfer=transfer,
+        max_packet=table.get("max_packet", int, None, lo=8, hi=1024),
+        interval=table.get("interval", int, None if transfer == "bulk" else 1, lo=1, hi=255),
+        max_burst=table.get("max_burst", int, 0, lo=0, hi=15),
+    )
+    if ep.max_packet is not None and transfer == "bulk" and ep.max_packet not in (8, 16, 32, 64):
+        # Full speed bulk allows 8..64; high and super speed always use 512 and 1024.
+        raise table.error("max_packet", "bulk max_packet must be 8, 16, 32 or 64", ep.max_packet)
+    if ep.interval is not None and transfer == "bulk":
+        raise table.error("interval", "only interrupt endpoints have an interval", ep.interval)
+    table.done()
+    return ep
+
+
+def _function(table: _Table, name: str) -> FunctionSpec:
+    _name(table, name, "a FunctionFS instance name", value=name)
+    ftype = table.get("type", str, choices=FUNCTION_TYPES)
+    mountpoint = table.get("mountpoint", str)
+    if not mountpoint.startswith("/"):
+        raise table.error("mountpoint", "must be an absolute path", mountpoint)
+    mount_t = table.table("mount", required=False)
+    mount = MountOptions()
+    if mount_t is not None:
+        mount = MountOptions(
+            no_disconnect=mount_t.get("no_disconnect", bool, False),
+            uid=mount_t.get("uid", int, None, lo=0, hi=2**32 - 2),
+            gid=mount_t.get("gid", int, None, lo=0, hi=2**32 - 2),
+            rmode=mount_t.get("rmode", int, None, lo=0, hi=0o7777),
+            fmode=mount_t.get("fmode", int, None, lo=0, hi=0o7777),
+            mode=mount_t.get("mode", int, None, lo=0, hi=0o7777),
+        )
+        mount_t.done()
+    intf_t = table.table("interface")
+    interface = Interface(
+        cls=intf_t.get("class", int, 0xFF, lo=0, hi=0xFF),
+        subclass=intf_t.get("subclass", int, 0, lo=0, hi=0xFF),
+        protocol=intf_t.get("protocol", int, 0, lo=0, hi=0xFF),
+        strings=_lang_map(intf_t, "strings"),
+    )
+    intf_t.done()
+    endpoints = tuple(_endpoint(t) for t in table.tables("endpoint"))
+    for direction in ("in", "out"):
+        count = sum(ep.direction == direction for ep in endpoints)
+        if count > MAX_ENDPOINTS_PER_DIRECTION:
+            raise table.error(
+                "endpoint",
+                f"too many {direction.upper()} endpoints (at most {MAX_ENDPOINTS_PER_DIRECTION})",
+                count,
+            )
+    request_size = table.get("request_size", int, 16384, lo=1024, hi=4 << 20)
+    if request_size % 1024:
+        # A multiple of every speed's bulk wMaxPacketSize, so a full request never ends a transfer.
+        raise table.error("request_size", "must be a multiple of 1024", request_size)
+    spec = FunctionSpec(
+        name=name,
+        type=ftype,
+        mountpoint=Path(mountpoint),
+        interface=interface,
+        endpoints=endpoints,
+        mount=mount,
+        ep0_open=table.get("ep0_open", str, "blocking", choices=EP0_OPEN_MODES),
+        request_size=request_size,
+        queue_depth=table.get("queue_depth", int, 4, lo=1, hi=64),
+    )
+    table.done()
+    from gadgetd.functions import check_layout  # the function type knows its endpoint layout
+
+    problem = check_layout(spec)
+    if problem:
+        raise table.error("endpoint", problem, [f"{e.transfer} {e.direction}" for e in endpoints])
+    return spec
+
+
+def _config(table: _Table, number: int, functions: dict[str, FunctionSpec]) -> ConfigSpec:
+    linked = tuple(table.get("functions", list))
+    if not all(isinstance(f, str) for f in linked):
+        raise table.error("functions", "must be an array of function names", list(linked))
+    for fname in linked:
+        if fname not in functions:
+            raise table.error("functions", f"no [function.{fname}] in this template", fname)
+    if len(set(linked)) != len(linked):
+        raise table.error("functions", "a function is listed twice", list(linked))
+    if not linked:
+        raise table.error("functions", "a configuration needs at least one function", [])
+    attributes = table.get("bmAttributes", int, 0x80, lo=0, hi=0xFF)
+    if attributes & ~0xE0 or not attributes & 0x80:
+        raise table.error("bmAttributes", "bit 7 must be set; only bits 5-7 may be", attributes)
+    max_power = table.get("MaxPower", int, 100, lo=0, hi=900)
+    if max_power == 0 and not attributes & 0x40:
+        # composite would silently report CONFIG_USB_GADGET_VBUS_DRAW instead.
+        raise table.error("MaxPower", "0 needs a self-powered configuration (bmAttributes 0xc0)",
+                          max_power)
+    spec = ConfigSpec(
+        label=_name(table, "label", "a configuration label") if table.has("label") else "c",
+        number=number,
+        max_power=max_power,
+        attributes=attributes,
+        strings=_lang_map(table, "strings"),
+        functions=linked,
+    )
+    table.seen.add("label")
+    table.done()
+    return spec
+
+
+def parse(text: str, source: str) -> GadgetSpec:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise TemplateError(source, "(file)", f"invalid TOML: {exc}") from None
+    root = _Table(source, "", data)
+    gadget = root.table("gadget")
+    functions_t = root.table("function")
+    functions = {}
+    for fname in functions_t.data:
+        functions[fname] = _function(functions_t.table(fname), fname)
+    functions_t.done()
+    if not functions:
+        raise TemplateError(source, "[function]", "missing section: at least one function")
+    configs_t = root.tables("config")
+    if not configs_t:
+        raise TemplateError(source, "[[config]]", "missing section: at least one configuration")
+    configs = tuple(_config(t, i + 1, functions) for i, t in enumerate(configs_t))
+    unused = sorted(set(functions) - {f for c in configs for f in c.functions})
+    if unused:
+        raise TemplateError(source, f"function.{unused[0]}", "not linked into any [[config]]")
+    spec = GadgetSpec(
+        source=source,
+        name=_name(gadget, "name", "a gadget name"),
+        udc=gadget.get("udc", str, "auto"),
+        id_vendor=gadget.get("idVendor", int, lo=0, hi=0xFFFF),
+        id_product=gadget.get("idProduct", int, lo=0, hi=0xFFFF),
+        bcd_device=gadget.get("bcdDevice", int, 0x0100, lo=0, hi=0xFFFF),
+        bcd_usb=gadget.get("bcdUSB", int, 0x0200, choices=_BCD_USB),
+        device_class=gadget.get("bDeviceClass", int, 0, lo=0, hi=0xFF),
+        device_subclass=gadget.get("bDeviceSubClass", int, 0, lo=0, hi=0xFF),
+        device_protocol=gadget.get("bDeviceProtocol", int, 0, lo=0, hi=0xFF),
+        strings=_gadget_strings(gadget),
+        configs=configs,
+        functions=functions,
+    )
+    gadget.done()
+    root.done()
+    mounts = [str(f.mountpoint) for f in functions.values()]
+    if len(set(mounts)) != len(mounts):
+        raise TemplateError(source, "function.*.mountpoint", "two functions share a mountpoint")
+    return spec
+
+
+def load(path: str | Path) -> GadgetSpec:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TemplateError(str(path), "(file)", f"cannot read: {exc}") from None
+    return parse(text, str(path))

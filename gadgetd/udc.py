@@ -1,0 +1,59 @@
+"""USB device controllers: find one, bind a gadget to it, read its state."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gadgetd import sysfs
+from gadgetd.errors import SetupError
+
+UDC_CLASS = Path("/sys/class/udc")
+
+NO_UDC_HELP = (
+    "no USB device controller in /sys/class/udc: on a Raspberry Pi add 'dtoverlay=dwc2' to "
+    "config.txt and load the dwc2 module; on a PC run 'modprobe dummy_hcd'"
+)
+
+
+def list_udcs() -> list[str]:
+    try:
+        return sorted(p.name for p in UDC_CLASS.iterdir())
+    except FileNotFoundError:
+        return []
+
+
+def resolve(wanted: str) -> str:
+    """'auto' -> the only UDC; a name -> that UDC, which must exist."""
+    present = list_udcs()
+    if wanted != "auto":
+        if wanted not in present:
+            found = ", ".join(present) or "none"
+            raise SetupError(f"UDC {wanted!r} not found in {UDC_CLASS} (present: {found})")
+        return wanted
+    if not present:
+        raise SetupError(NO_UDC_HELP)
+    if len(present) > 1:
+        raise SetupError(f"several UDCs present ({', '.join(present)}): choose one with --udc")
+    return present[0]
+
+
+def state(udc: str) -> str:
+    """The controller's USB state: not attached, powered, default, addressed, configured, ..."""
+    return sysfs.read_attr(UDC_CLASS / udc / "state")
+
+
+def bound(gadget_dir: Path) -> str:
+    """The UDC a gadget is bound to, or '' (the kernel empties the file on unbind)."""
+    try:
+        return sysfs.read_attr(gadget_dir / "UDC")
+    except FileNotFoundError:
+        return ""
+
+
+def bind(gadget_dir: Path, udc: str) -> None:
+    sysfs.write_attr(gadget_dir / "UDC", udc)
+
+
+def unbind(gadget_dir: Path) -> None:
+    if bound(gadget_dir):
+        sysfs.write_attr(gadget_dir / "UDC", "")

@@ -1,0 +1,109 @@
+"""FunctionFS wire formats as pure functions: descriptor and string blobs, ep0 event records.
+
+Structures and builders come from python-functionfs; this module only decides what goes in them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+
+import functionfs
+from functionfs import ch9
+
+from gadgetd.template import FunctionSpec
+
+EVENT_SIZE = ctypes.sizeof(functionfs.Event)  # 12: struct usb_ctrlrequest + type + 3 pad bytes
+EVENT_NAMES = {
+    functionfs.BIND: "BIND",
+    functionfs.UNBIND: "UNBIND",
+    functionfs.ENABLE: "ENABLE",
+    functionfs.DISABLE: "DISABLE",
+    functionfs.SETUP: "SETUP",
+    functionfs.SUSPEND: "SUSPEND",
+    functionfs.RESUME: "RESUME",
+}
+MAX_EVENTS = 4  # f_fs queues at most four events
+
+
+@dataclass(frozen=True)
+class Setup:
+    request_type: int
+    request: int
+    value: int
+    index: int
+    length: int
+
+    @property
+    def is_in(self) -> bool:
+        return bool(self.request_type & ch9.USB_DIR_IN)
+
+    @property
+    def kind(self) -> int:
+        return self.request_type & ch9.USB_TYPE_MASK
+
+    @property
+    def recipient(self) -> int:
+        return self.request_type & ch9.USB_RECIP_MASK
+
+
+@dataclass(frozen=True)
+class Event:
+    type: int
+    setup: Setup | None = None  # only for SETUP
+
+    @property
+    def name(self) -> str:
+        return EVENT_NAMES.get(self.type, f"UNKNOWN({self.type})")
+
+
+def parse_events(buf: bytes) -> list[Event]:
+    """Split what read(ep0) returned into events; a trailing partial record is an error."""
+    if len(buf) % EVENT_SIZE:
+        raise ValueError(f"ep0 read returned {len(buf)} bytes, not a multiple of {EVENT_SIZE}")
+    events = []
+    for offset in range(0, len(buf), EVENT_SIZE):
+        raw = functionfs.Event.from_buffer_copy(buf, offset)
+        setup = None
+        if raw.type == functionfs.SETUP:
+            s = raw.u.setup
+            setup = Setup(s.bRequestType, s.bRequest, s.wValue, s.wIndex, s.wLength)
+        events.append(Event(raw.type, setup))
+    return events
+
+
+def speed_descriptors(fn: FunctionSpec):
+    """(fs, hs, ss) descriptor lists for one interface with the template's endpoints."""
+    endpoints = []
+    for ep in fn.endpoints:
+        kw = {
+            # Address 0 on the first endpoint makes python-functionfs number them 1, 2, ...
+            "bEndpointAddress": ch9.USB_DIR_IN if ep.is_in else ch9.USB_DIR_OUT,
+            "bmAttributes": ep.attributes,
+        }
+        if ep.max_packet is not None:
+            kw["wMaxPacketSize"] = ep.max_packet
+        if ep.interval is not None:
+            kw["bInterval"] = ep.interval
+        endpoints.append({"endpoint": kw, "superspeed": {"bMaxBurst": ep.max_burst}})
+    interface = {
+        "bInterfaceNumber": 0,
+        "bAlternateSetting": 0,
+        "bInterfaceClass": fn.interface.cls,
+        "bInterfaceSubClass": fn.interface.subclass,
+        "bInterfaceProtocol": fn.interface.protocol,
+        "iInterface": 1 if fn.interface.strings else 0,
+    }
+    return functionfs.getInterfaceInAllSpeeds(interface, endpoints)
+
+
+def descriptors_blob(fn: FunctionSpec, flags: int = 0) -> bytes:
+    """The v2 descriptor blob (FS, HS and SS sets) written first to ep0."""
+    fs, hs, ss = speed_descriptors(fn)
+    return bytes(functionfs.serialise(functionfs.getDescsV2(flags, fs, hs, ss)))
+
+
+def strings_blob(fn: FunctionSpec) -> bytes:
+    """The strings blob written second to ep0; it moves the instance to ACTIVE."""
+    lang_dict = {lang: [text] for lang, text in sorted(fn.interface.strings.items())}
+    return bytes(functionfs.serialise(functionfs.getStrings(lang_dict)))

@@ -1,0 +1,68 @@
+"""HIL fixtures: which device (resource), how to talk to it (driver), device-side control (board).
+
+Run on any host that sees the gadget: `pytest hil --device VID:PID [--serial S]`. Expected values
+come from the template the gadget was built from (`--template`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import usb.util
+
+from gadgetd import template as template_mod
+from gadgetd.host.board import LocalBoard
+from gadgetd.host.device import DeviceSelector, LoopbackDriver, wait_for_device
+
+DEFAULT_TEMPLATE = Path(__file__).resolve().parent.parent / "configfs_templates" / "loopback.toml"
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("gadgetd HIL")
+    group.addoption("--template", default=str(DEFAULT_TEMPLATE),
+                    help="template the gadget under test was built from (expected descriptors)")
+    group.addoption("--device", default=None,
+                    help="VID:PID of the gadget (default: the template's idVendor:idProduct)")
+    group.addoption("--serial", default=None, help="serial number, when several match")
+    group.addoption("--appear-timeout", type=float, default=30.0,
+                    help="seconds the device may take to appear")
+
+
+@pytest.fixture(scope="session")
+def spec(pytestconfig):
+    return template_mod.load(pytestconfig.getoption("--template"))
+
+
+@pytest.fixture(scope="session")
+def selector(pytestconfig, spec) -> DeviceSelector:
+    device = pytestconfig.getoption("--device")
+    serial = pytestconfig.getoption("--serial")
+    if device:
+        return DeviceSelector.parse(device, serial)
+    return DeviceSelector(spec.id_vendor, spec.id_product, serial)
+
+
+@pytest.fixture(scope="session")
+def appear_timeout(pytestconfig) -> float:
+    return pytestconfig.getoption("--appear-timeout")
+
+
+@pytest.fixture
+def device(selector, appear_timeout):
+    dev = wait_for_device(selector, appear_timeout)
+    yield dev
+    usb.util.dispose_resources(dev)  # release the claimed interface for the next test
+
+
+@pytest.fixture
+def loopback(device) -> LoopbackDriver:
+    return LoopbackDriver(device)
+
+
+@pytest.fixture
+def board(spec):
+    found = LocalBoard.find(spec.name)
+    if found is None:
+        pytest.skip(f"no device-side control: gadget {spec.name!r} is not served on this machine")
+    return found

@@ -1,0 +1,86 @@
+"""ep0: configuration, SET_INTERFACE, vendor echo and status, STALLs, abandoned transfers."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+import usb.core
+
+from gadgetd.host.device import ECHO_OUT, VENDOR_IN, VENDOR_OUT
+
+
+def test_set_configuration(device, loopback):
+    before = loopback.status()["counters"].get("enables", 0)
+    device.set_configuration(1)
+    after = loopback.status()
+    assert after["counters"]["enables"] > before
+    assert after["enabled"] is True
+    assert loopback.loopback(b"after SET_CONFIGURATION") == b"after SET_CONFIGURATION"
+
+
+def test_set_interface_alt0_raw(loopback):
+    before = loopback.status()["events"].get("ENABLE", 0)
+    loopback.set_interface_raw(0)
+    # SET_INTERFACE reaches userspace as one more ENABLE, without a DISABLE.
+    assert loopback.status()["events"]["ENABLE"] == before + 1
+    assert loopback.loopback(b"alt 0") == b"alt 0"
+
+
+def test_set_interface_missing_alt_stalls(loopback):
+    with pytest.raises(usb.core.USBError) as exc:
+        loopback.set_interface_raw(1)
+    assert exc.value.errno == errno.EPIPE
+    assert loopback.loopback(b"still alive") == b"still alive"
+
+
+def test_control_echo_every_length(loopback):
+    pattern = os.urandom(4096)
+    for n in range(0, 4097):
+        data = pattern[n:] + pattern[:n]
+        assert loopback.echo(data[:n]) == data[:n], f"echo of {n} bytes"
+
+
+@pytest.mark.parametrize("request_type,b_request,data", [
+    (VENDOR_IN, 0x77, 16),  # unknown vendor IN
+    (VENDOR_OUT, 0x77, b"x" * 8),  # unknown vendor OUT with a data stage
+    (VENDOR_OUT, 0x78, None),  # unknown vendor OUT without data
+    (VENDOR_IN, ECHO_OUT, 8),  # a known request in the wrong direction
+    (0x21, 0x09, b"\0" * 4),  # a class request the function does not implement
+])
+def test_unknown_request_stalls_and_device_keeps_working(loopback, request_type, b_request, data):
+    before = loopback.status()["counters"].get("stalls", 0)
+    with pytest.raises(usb.core.USBError) as exc:
+        loopback.dev.ctrl_transfer(request_type, b_request, 0, loopback.interface_number, data,
+                                   loopback.timeout)
+    assert exc.value.errno == errno.EPIPE
+    assert loopback.status()["counters"]["stalls"] == before + 1
+    assert loopback.echo(b"alive") == b"alive"
+    assert loopback.loopback(b"alive") == b"alive"
+
+
+def test_status_counts_looped_bytes(loopback):
+    before = loopback.status()["counters"]
+    data = os.urandom(1000)
+    assert loopback.loopback(data) == data
+    after = loopback.status()["counters"]
+    assert after["bytes_looped"] - before.get("bytes_looped", 0) == 1000
+    assert after["transfers"] - before.get("transfers", 0) == 1
+
+
+def test_abandoned_control_transfers_do_not_wedge_ep0(loopback):
+    abandoned = 0
+    for i in range(40):
+        try:
+            if i % 2:
+                loopback.dev.ctrl_transfer(VENDOR_OUT, ECHO_OUT, 0, loopback.interface_number,
+                                           os.urandom(4096), 1)
+            else:
+                loopback.dev.ctrl_transfer(VENDOR_IN, 0x02, 0, loopback.interface_number,
+                                           4096, 1)
+        except usb.core.USBTimeoutError:
+            abandoned += 1
+    assert abandoned, "no transfer was abandoned: the 1 ms timeout never fired"
+    assert loopback.echo(b"not wedged") == b"not wedged"
+    assert loopback.loopback(b"not wedged") == b"not wedged"
