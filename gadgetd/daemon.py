@@ -33,6 +33,15 @@ class Daemon:
         self._stop = False
 
     def bring_up(self) -> None:
+        try:
+            self._bring_up()
+        except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise SetupError(f"bringing up {self.spec.name!r} failed: "
+                             f"{exc.strerror or exc}{where}"
+                             ) from exc
+
+    def _bring_up(self) -> None:
         spec = self.spec
         self.udc = udc.resolve(spec.udc)  # before anything is touched
         configfs.ensure_configfs()

@@ -81,3 +81,15 @@ def local(template_path, daemon_args, pytest_args):
         sys.exit(serve_and_test(template_path, list(pytest_args), list(daemon_args)))
     except GadgetdError as exc:
         _fail(exc)
+
+
+@main.command()
+@click.argument("template_path", metavar="TEMPLATE",
+                default="configfs_templates/loopback.toml")
+@click.option("--daemon-arg", "daemon_args", multiple=True,
+              help="Extra argument for 'gadgetd run' (repeatable).")
+def demo(template_path, daemon_args):
+    """Serve TEMPLATE here, show the host's view of it and loop some data through it."""
+    from gadgetd.host.local import demo as run_demo
+
+    sys.exit(run_demo(template_path, list(daemon_args)))

@@ -1,56 +1,108 @@
-"""Serve a template on this machine and run the HIL suite against it (dummy_hcd, or a board
-that is its own host), then check that the daemon's teardown left nothing behind."""
+"""Serve a template on this machine (dummy_hcd, or a board that is its own host) and drive it:
+the HIL suite (`gadgetd-hil local`) or a short human-readable demo (`gadgetd-hil demo`).
+Both check afterwards that the daemon's teardown left nothing behind."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import usb.util
+
 from gadgetd import configfs, template
-from gadgetd.host.device import DeviceSelector, wait_for_device
+from gadgetd.host.device import SPEED_NAMES, DeviceSelector, LoopbackDriver, wait_for_device
 
 HIL_DIR = Path(__file__).resolve().parents[2] / "hil"
 
 
-def serve_and_test(template_path: str, pytest_args: list[str], daemon_args: list[str],
-                   appear_timeout: float = 60.0) -> int:
+class ServeError(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def served(template_path: str, daemon_args: list[str], appear_timeout: float = 60.0):
+    """Run `gadgetd run TEMPLATE` and yield (spec, device) once the host sees the device.
+
+    On exit the daemon gets SIGTERM; a non-zero exit or any leftover raises ServeError.
+    """
     spec = template.load(template_path)
     selector = DeviceSelector(spec.id_vendor, spec.id_product)
     daemon = subprocess.Popen([sys.executable, "-m", "gadgetd", "run", template_path,
                                *daemon_args])
-    status = 1
+    problems = []
     try:
         deadline = time.monotonic() + appear_timeout
         while True:
             if daemon.poll() is not None:
-                print(f"gadgetd-hil local: gadgetd exited {daemon.returncode} before the device "
-                      "appeared", file=sys.stderr)
-                return 1
+                raise ServeError(f"gadgetd exited {daemon.returncode} before {selector} appeared")
             try:
-                wait_for_device(selector, 1.0)
+                device = wait_for_device(selector, 1.0)
                 break
             except TimeoutError:
                 if time.monotonic() > deadline:
-                    print(f"gadgetd-hil local: {selector} did not appear", file=sys.stderr)
-                    return 1
-        status = subprocess.run([sys.executable, "-m", "pytest", str(HIL_DIR),
-                                 "--template", template_path, *pytest_args]).returncode
+                    raise ServeError(f"{selector} did not appear in {appear_timeout:g} s") from None
+        yield spec, device
     finally:
         if daemon.poll() is None:
             daemon.send_signal(signal.SIGTERM)
         try:
-            daemon_status = daemon.wait(60)
+            status = daemon.wait(60)
         except subprocess.TimeoutExpired:
             daemon.kill()
-            daemon_status = daemon.wait()
-    if daemon_status != 0:
-        print(f"gadgetd-hil local: gadgetd exited {daemon_status}", file=sys.stderr)
-        status = status or 1
-    left = configfs.leftovers(spec)
-    if left:
-        print("gadgetd-hil local: left behind: " + "; ".join(left), file=sys.stderr)
-        status = status or 1
+            status = daemon.wait()
+        if status != 0:
+            problems.append(f"gadgetd exited {status}")
+        problems += [f"left behind: {item}" for item in configfs.leftovers(spec)]
+    if problems:
+        raise ServeError("; ".join(problems))
+
+
+def serve_and_test(template_path: str, pytest_args: list[str], daemon_args: list[str]) -> int:
+    try:
+        with served(template_path, daemon_args):
+            status = subprocess.run([sys.executable, "-m", "pytest", str(HIL_DIR),
+                                     "--template", template_path, *pytest_args]).returncode
+    except ServeError as exc:
+        print(f"gadgetd-hil local: {exc}", file=sys.stderr)
+        return 1
     return status
+
+
+def demo(template_path: str, daemon_args: list[str]) -> int:
+    say = functools.partial(print, flush=True)
+    try:
+        with served(template_path, daemon_args) as (spec, dev):
+            say(f"\n== host sees {dev.idVendor:04x}:{dev.idProduct:04x} on bus {dev.bus} "
+                f"address {dev.address}, {SPEED_NAMES.get(dev.speed)} speed")
+            say(f"   {usb.util.get_string(dev, dev.iManufacturer)} / "
+                f"{usb.util.get_string(dev, dev.iProduct)} / "
+                f"serial {usb.util.get_string(dev, dev.iSerialNumber)}")
+            lb = LoopbackDriver(dev)
+            say(f"   interface {lb.interface_number}: class 0x{lb.intf.bInterfaceClass:02x}, "
+                f"bulk OUT 0x{lb.ep_out.bEndpointAddress:02x} / IN 0x{lb.ep_in.bEndpointAddress:02x}"
+                f", wMaxPacketSize {lb.max_packet}")
+            for size in (0, 1, lb.max_packet, 64 << 10, 1 << 20):
+                data = os.urandom(size)
+                start = time.monotonic()
+                echoed = lb.loopback(data)
+                took = time.monotonic() - start
+                say(f"== loopback {size:>8} bytes: "
+                    f"{'identical' if echoed == data else 'DIFFERENT'} ({took * 1000:.1f} ms)")
+                if echoed != data:
+                    return 1
+            say(f"== control echo: {lb.echo(b'hello from the host')!r}")
+            status = lb.status()
+            say(f"== device counters: events {status['events']}, "
+                f"bytes looped {status['counters'].get('bytes_looped', 0)}, "
+                f"transfers {status['counters'].get('transfers', 0)}")
+        say(f"== gadget {spec.name} torn down, nothing left in configfs")
+    except ServeError as exc:
+        print(f"gadgetd-hil demo: {exc}", file=sys.stderr)
+        return 1
+    return 0

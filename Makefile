@@ -1,0 +1,45 @@
+# gadgetd: `make help` lists the targets. `make demo` and `make test` do all set-up themselves.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HIL := $(VENV)/bin/gadgetd-hil
+KERNEL ?= debian:bookworm
+TEMPLATE ?= configfs_templates/loopback.toml
+APT_PACKAGES := qemu-system-x86 busybox-static udev libaio1 libusb-1.0-0 kmod file python3-venv
+
+.PHONY: help setup system-packages demo test unit-test vm-test lint
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+system-packages: ## Install the Debian packages the VM bench needs (root; no-op when present)
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	  else echo "missing Debian packages (install as root): $$missing"; exit 1; fi; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+setup: system-packages $(VENV)/.installed ## Debian packages (as root), the venv, editable install
+
+demo: setup ## Boot the default kernel in QEMU, serve the loopback gadget, enumerate it, loop data
+	$(HIL) vm --kernel $(KERNEL) -- $(HIL) demo $(TEMPLATE)
+
+unit-test: setup ## Unit tests only (no root, no VM)
+	$(PY) -m pytest -q tests
+
+vm-test: setup ## Kernel tests and the HIL suite in the VM, at high, full and super speed
+	$(HIL) vm --kernel $(KERNEL) --speed high -- sh -c \
+	  '$(PY) -m pytest -q -m vm tests/vm && $(HIL) local $(TEMPLATE) -q'
+	$(HIL) vm --kernel $(KERNEL) --speed full -- $(HIL) local $(TEMPLATE) -q
+	$(HIL) vm --kernel $(KERNEL) --speed super -- $(HIL) local $(TEMPLATE) -q
+
+test: unit-test vm-test ## Everything CI runs: unit tests, then the VM tests on the default kernel
+
+lint: setup ## ruff
+	$(VENV)/bin/ruff check gadgetd tests hil

@@ -1,0 +1,163 @@
+"""Template validation: every refusal is one line naming file, key and value; exit status 2."""
+
+import subprocess
+import sys
+
+import pytest
+
+from gadgetd import template
+from gadgetd.errors import TemplateError
+
+
+def parse(text):
+    return template.parse(text, "t.toml")
+
+
+def refused(text) -> str:
+    with pytest.raises(TemplateError) as exc:
+        parse(text)
+    message = str(exc.value)
+    assert "\n" not in message
+    assert message.startswith("t.toml: ")
+    return message
+
+
+def test_loopback_template_model(loopback_text):
+    spec = parse(loopback_text)
+    assert (spec.name, spec.udc, spec.id_vendor, spec.id_product) == (
+        "gadgetd-loopback", "auto", 0x1D6B, 0x0104)
+    assert spec.strings[0x409]["product"] == "gadgetd loopback"
+    (cfg,) = spec.configs
+    assert (cfg.configfs_name, cfg.max_power, cfg.attributes, cfg.functions) == (
+        "c.1", 100, 0x80, ("loop0",))
+    fn = spec.functions["loop0"]
+    assert fn.configfs_name == "ffs.loop0"
+    assert str(fn.mountpoint) == "/run/gadgetd/ffs/loop0"
+    assert [(e.direction, e.transfer) for e in fn.endpoints] == [("out", "bulk"), ("in", "bulk")]
+    assert fn.mount.as_option_string() == "no_disconnect=0"
+
+
+def test_unknown_key(loopback_text):
+    msg = refused(loopback_text.replace("idVendor = 0x1d6b", "idVendr = 0x1d6b\nidVendor = 1"))
+    assert msg == "t.toml: gadget.idVendr = 7531: unknown key"
+
+
+def test_wrong_type(loopback_text):
+    msg = refused(loopback_text.replace("idProduct = 0x0104", 'idProduct = "0x0104"'))
+    assert msg == "t.toml: gadget.idProduct = '0x0104': must be an integer"
+
+
+def test_bool_is_not_an_integer(loopback_text):
+    msg = refused(loopback_text.replace("bDeviceClass = 0x00", "bDeviceClass = true"))
+    assert "gadget.bDeviceClass = True: must be an integer" in msg
+
+
+def test_out_of_range_id(loopback_text):
+    msg = refused(loopback_text.replace("idVendor = 0x1d6b", "idVendor = 0x12345"))
+    assert msg == "t.toml: gadget.idVendor = 74565: out of range 0..0xffff"
+
+
+def test_too_many_endpoints(loopback_text):
+    extra = '\n[[function.loop0.endpoint]]\ndirection = "in"\n' * 16
+    msg = refused(loopback_text + extra)
+    assert "function.loop0.endpoint = 17: too many IN endpoints (at most 15)" in msg
+
+
+def test_loopback_needs_its_endpoint_pair(loopback_text):
+    msg = refused(loopback_text + '\n[[function.loop0.endpoint]]\ndirection = "in"\n')
+    assert "needs exactly one bulk IN and one bulk OUT" in msg
+
+
+def test_missing_section(loopback_text):
+    start = loopback_text.index("[gadget]")
+    end = loopback_text.index("[[config]]")
+    msg = refused(loopback_text[:start] + loopback_text[end:])
+    assert msg.startswith("t.toml: [gadget]: missing section")
+
+
+def test_missing_config(loopback_text):
+    start = loopback_text.index("[[config]]")
+    end = loopback_text.index("[function.loop0]")
+    assert "[[config]]: missing section" in refused(loopback_text[:start] + loopback_text[end:])
+
+
+def test_bad_toml():
+    assert "invalid TOML" in refused("[gadget\n")
+
+
+def test_function_not_linked(loopback_text):
+    text = loopback_text + ('\n[function.spare]\ntype = "loopback"\nmountpoint = "/run/x"\n'
+                            '[function.spare.interface]\n[[function.spare.endpoint]]\ndirection = "in"\n'
+                            '[[function.spare.endpoint]]\ndirection = "out"\n')
+    assert "function.spare: not linked" in refused(text)
+
+
+def test_config_names_unknown_function(loopback_text):
+    msg = refused(loopback_text.replace('functions = ["loop0"]', 'functions = ["loop1"]'))
+    assert msg == "t.toml: config[0].functions = 'loop1': no [function.loop1] in this template"
+
+
+def test_string_too_long(loopback_text):
+    msg = refused(loopback_text.replace('product = "gadgetd loopback"', f'product = "{"x" * 127}"'))
+    assert "gadget.strings.0x409.product" in msg and "longer than 126" in msg
+
+
+def test_bad_names_and_paths(loopback_text):
+    assert "a gadget name" in refused(loopback_text.replace('"gadgetd-loopback"', '"a/b"'))
+    assert "absolute path" in refused(loopback_text.replace('"/run/gadgetd/ffs/loop0"', '"rel"'))
+
+
+def test_max_power_zero_needs_self_powered(loopback_text):
+    assert "MaxPower = 0" in refused(loopback_text.replace("MaxPower = 100", "MaxPower = 0"))
+    text = loopback_text.replace("MaxPower = 100", "MaxPower = 0").replace(
+        "bmAttributes = 0x80", "bmAttributes = 0xc0")
+    assert parse(text).configs[0].max_power == 0
+
+
+def test_request_size_multiple_of_1024(loopback_text):
+    msg = refused(loopback_text.replace("request_size = 16384", "request_size = 5000"))
+    assert msg == "t.toml: function.loop0.request_size = 5000: must be a multiple of 1024"
+
+
+def test_mount_options(loopback_text):
+    text = loopback_text.replace("no_disconnect = false",
+                                 "no_disconnect = true\nuid = 1000\ngid = 100\nmode = 0o660")
+    fn = parse(text).functions["loop0"]
+    assert fn.mount.as_option_string() == "no_disconnect=1,uid=1000,gid=100,mode=660"
+
+
+def test_overrides(loopback_text):
+    spec = parse(loopback_text).with_overrides(udc="dummy_udc.0", no_disconnect=True,
+                                               nonblock=True)
+    fn = spec.functions["loop0"]
+    assert (spec.udc, fn.mount.no_disconnect, fn.ep0_open) == ("dummy_udc.0", True, "nonblock")
+    same = parse(loopback_text).with_overrides()
+    assert same == parse(loopback_text)
+
+
+def test_shipped_templates_are_valid(templates_dir):
+    paths = sorted(templates_dir.glob("*.toml"))
+    assert paths
+    for path in paths:
+        template.load(path)
+
+
+def test_check_command_exit_status_and_one_line(tmp_path, loopback_text):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(loopback_text.replace("idVendor = 0x1d6b", "idVendor = -1"))
+    proc = subprocess.run([sys.executable, "-m", "gadgetd", "check", str(bad)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr == f"gadgetd: error: {bad}: gadget.idVendor = -1: out of range 0..0xffff\n"
+    good = tmp_path / "good.toml"
+    good.write_text(loopback_text)
+    proc = subprocess.run([sys.executable, "-m", "gadgetd", "check", str(good)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and "ok" in proc.stdout
+
+
+def test_missing_file(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "gadgetd", "check", str(tmp_path / "no.toml")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "cannot read" in proc.stderr

@@ -1,0 +1,98 @@
+"""Tests against the real kernel: run as root inside the VM (`make test` does), where configfs,
+dummy_hcd and usb_f_fs are loaded. Deselected by default (`-m vm` selects them)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gadgetd import configfs, template
+from gadgetd.host.device import DeviceSelector, wait_for_device
+
+pytestmark = pytest.mark.vm
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "tests/vm/" in str(item.fspath):
+            item.add_marker(pytest.mark.vm)
+
+
+def gadgetd(*args, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gadgetd", *map(str, args)],
+                          capture_output=True, text=True, timeout=120, **kw)
+
+
+class RunningDaemon:
+    def __init__(self, template_path, *args):
+        self.template_path = str(template_path)
+        self.spec = template.load(self.template_path)
+        self.proc = subprocess.Popen([sys.executable, "-m", "gadgetd", "run", self.template_path,
+                                      *map(str, args)], stderr=subprocess.PIPE, text=True)
+        self.selector = DeviceSelector(self.spec.id_vendor, self.spec.id_product)
+
+    def wait_bound(self, timeout=60.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"gadgetd exited: {self.proc.stderr.read()}"
+            try:
+                return wait_for_device(self.selector, 1.0)
+            except TimeoutError:
+                pass
+        raise TimeoutError("gadget never appeared")
+
+    def stop(self, sig=signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        self.status = self.proc.wait(60)
+        self.stderr = self.proc.stderr.read()
+        return self.status
+
+
+@pytest.fixture
+def loopback_template() -> Path:
+    return Path(__file__).resolve().parents[2] / "configfs_templates" / "loopback.toml"
+
+
+@pytest.fixture
+def daemon(loopback_template):
+    started = []
+
+    def start(template_path=loopback_template, *args):
+        d = RunningDaemon(template_path, *args)
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        if d.proc.poll() is None:
+            d.stop(signal.SIGKILL)
+        configfs.remove_gadget(d.spec.name)
+
+
+@pytest.fixture(autouse=True)
+def clean_configfs():
+    """Every VM test starts and must end with no gadget in configfs."""
+    assert not list(configfs.GADGETS.iterdir()), "a gadget was left by an earlier test"
+    yield
+    left = list(configfs.GADGETS.iterdir())
+    for g in left:
+        configfs.remove_gadget(g.name)
+    assert not left, f"test left gadgets behind: {left}"
+
+
+def reload_dummy_hcd(*params: str) -> None:
+    """Reload dummy_hcd with `params` (no gadget may be bound)."""
+    subprocess.run(["rmmod", "dummy_hcd"], check=True)
+    subprocess.run(["modprobe", "dummy_hcd", *params], check=True)
+
+
+def dummy_hcd_params() -> list[str]:
+    base = Path("/sys/module/dummy_hcd/parameters")
+    return [f"{p.name}={p.read_text().strip()}" for p in base.iterdir() if p.name != "num"]
+

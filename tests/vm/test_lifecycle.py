@@ -1,0 +1,102 @@
+"""Bring-up, teardown and refusals against the real configfs/FunctionFS (inside the VM)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+
+import pytest
+
+from gadgetd import configfs, ffs, template
+from gadgetd.host.device import LoopbackDriver
+from tests.vm.conftest import dummy_hcd_params, gadgetd, reload_dummy_hcd
+
+pytestmark = pytest.mark.vm
+
+
+def test_run_serves_and_sigterm_leaves_nothing(daemon, loopback_template):
+    d = daemon()
+    dev = d.wait_bound()
+    assert LoopbackDriver(dev).loopback(b"hello") == b"hello"
+    assert d.stop() == 0, d.stderr
+    assert configfs.leftovers(d.spec) == []
+
+
+def test_nonblock_open_policy_serves(daemon, loopback_template):
+    d = daemon(loopback_template, "--nonblock")
+    status = LoopbackDriver(d.wait_bound()).status()
+    assert status["ep0_retries"]["operations"] >= 1
+    assert d.stop() == 0
+
+
+def test_invalid_template_touches_nothing(tmp_path, loopback_template):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(loopback_template.read_text().replace('type = "loopback"', 'type = "nope"'))
+    before = sorted(os.listdir(configfs.GADGETS))
+    proc = gadgetd("run", bad)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "function.loop0.type = 'nope'" in proc.stderr
+    assert sorted(os.listdir(configfs.GADGETS)) == before
+
+
+def test_unknown_udc_touches_nothing(loopback_template):
+    proc = gadgetd("run", loopback_template, "--udc", "no_such_udc")
+    assert proc.returncode == 3
+    assert "UDC 'no_such_udc' not found" in proc.stderr and "dummy_udc.0" in proc.stderr
+    assert configfs.leftovers(template.load(loopback_template)) == []
+
+
+def test_failure_half_way_is_undone(tmp_path, loopback_template):
+    """The mount point is a regular file: mount fails after the configfs tree was built."""
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    t = tmp_path / "t.toml"
+    t.write_text(loopback_template.read_text().replace("/run/gadgetd/ffs/loop0", str(blocker)))
+    proc = gadgetd("run", t)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    spec = template.load(t)
+    assert not configfs.gadget_dir(spec.name).exists()
+    assert ffs.mountpoints("loop0") == []
+
+
+def test_existing_gadget_refused_then_replaced(daemon, loopback_template):
+    first = daemon()
+    first.wait_bound()
+    first.stop(signal.SIGKILL)  # a crash: everything is left behind
+    assert configfs.gadget_dir(first.spec.name).exists()
+    proc = gadgetd("run", loopback_template)
+    assert proc.returncode == 3 and "already exists" in proc.stderr and "--replace" in proc.stderr
+    second = daemon(loopback_template, "--replace")
+    assert LoopbackDriver(second.wait_bound()).loopback(b"again") == b"again"
+    assert second.stop() == 0
+    assert configfs.leftovers(second.spec) == []
+
+
+def test_down_removes_a_crashed_gadget(daemon):
+    d = daemon()
+    d.wait_bound()
+    d.stop(signal.SIGKILL)
+    proc = gadgetd("down", d.spec.name)
+    assert proc.returncode == 0, proc.stderr
+    assert configfs.leftovers(d.spec) == []
+    assert gadgetd("down", d.spec.name).returncode == 1  # nothing left to remove
+
+
+def test_udc_auto_without_and_with_several_udcs(loopback_template):
+    params = dummy_hcd_params()
+    try:
+        reload_dummy_hcd(*params, "num=2")
+        proc = gadgetd("run", loopback_template)
+        assert proc.returncode == 3
+        assert "several UDCs present (dummy_udc.0, dummy_udc.1)" in proc.stderr
+        assert "--udc" in proc.stderr
+        subprocess.run(["rmmod", "dummy_hcd"], check=True)
+        proc = gadgetd("run", loopback_template)
+        assert proc.returncode == 3
+        assert "modprobe dummy_hcd" in proc.stderr and "dtoverlay=dwc2" in proc.stderr
+    finally:
+        subprocess.run(["rmmod", "dummy_hcd"], capture_output=True)
+        subprocess.run(["modprobe", "dummy_hcd", *params], check=True)
+    assert configfs.leftovers(template.load(loopback_template)) == []
