@@ -47,7 +47,7 @@ def test_device_strings(device, spec):
 def test_configuration_descriptors(device, spec):
     # composite's encoding: units of 2 mA up to 500 mA, 8 mA up to 900 mA at SuperSpeed.
     limit, unit = (900, 8) if _speed(device).startswith("super") else (500, 2)
-    for cfg_spec, cfg in zip(spec.configs, device):
+    for cfg_spec, cfg in zip(spec.configs, device, strict=True):
         assert cfg.bConfigurationValue == cfg_spec.number
         assert cfg.bmAttributes == cfg_spec.attributes
         assert cfg.bMaxPower == min(cfg_spec.max_power, limit) // unit
@@ -59,7 +59,7 @@ def test_configuration_descriptors(device, spec):
 def _interfaces(device, spec):
     cfg = device.get_active_configuration()
     fn_specs = [spec.functions[name] for name in spec.configs[cfg.bConfigurationValue - 1].functions]
-    return list(zip(fn_specs, cfg))
+    return list(zip(fn_specs, cfg, strict=True))
 
 
 def test_interface_descriptors(device, spec):
@@ -75,7 +75,7 @@ def test_interface_descriptors(device, spec):
 def test_endpoint_descriptors(device, spec):
     speed = _speed(device)
     for fn, intf in _interfaces(device, spec):
-        for ep_spec, ep in zip(fn.endpoints, intf):
+        for ep_spec, ep in zip(fn.endpoints, intf, strict=True):
             direction = usb.util.ENDPOINT_IN if ep_spec.is_in else usb.util.ENDPOINT_OUT
             assert usb.util.endpoint_direction(ep.bEndpointAddress) == direction
             assert usb.util.endpoint_type(ep.bmAttributes) == ep_spec.attributes

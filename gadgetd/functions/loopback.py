@@ -47,11 +47,12 @@ class Loopback(FunctionServer):
         self.reads = [self.queue.block(libaio.AIOBLOCK_MODE_READ, self.ep_out,
                                        lambda b, res, _, i=i: self._read_done(i, res))
                       for i in range(depth)]
-        for block, buf in zip(self.reads, self.buffers):
+        for block, buf in zip(self.reads, self.buffers, strict=True):
             block.buffer_list = (buf,)
         self.writes = [self.queue.block(libaio.AIOBLOCK_MODE_WRITE, self.ep_in,
                                         lambda b, res, _, i=i: self._write_done(i, res))
                        for i in range(depth)]
+        self.sizes = [0] * depth  # bytes each buffer holds for IN
         self.idle = list(range(depth))  # buffers neither being read into nor written from
         self.zlps: list[libaio.AIOBlock] = []  # spare zero-length IN blocks
         self.max_packet = 512
@@ -81,14 +82,19 @@ class Loopback(FunctionServer):
 
     def _read_done(self, i: int, res: int) -> None:
         if res < 0:
+            self.idle.append(i)
+            if res == -errno.EAGAIN:
+                # Newer kernels report a read on a disabled endpoint as a completion, not as a
+                # submit error: wait for ENABLE instead of resubmitting in a loop.
+                return
             self.counters["out_cancelled" if res in _CANCELLED else "out_errors"] += 1
             if res not in _CANCELLED:
                 log.warning("%s: bulk OUT failed: %s", self.spec.name, errno.errorcode.get(-res))
-            self.idle.append(i)
-            self._fill()
+            self._fill()  # SET_INTERFACE re-enables at once: the ENABLE may already be handled
             return
         self.counters["bytes_out"] += res
         write = self.writes[i]
+        self.sizes[i] = res
         # libaio cannot point an iovec at an empty buffer: a ZLP is a write with no iovec.
         write.buffer_list = (self.views[i][:res],) if res else ()
         ends_transfer = res < self.request_size
@@ -113,6 +119,9 @@ class Loopback(FunctionServer):
             self.counters["in_cancelled" if res in _CANCELLED else "in_errors"] += 1
 
     def _write_done(self, i: int, res: int) -> None:
+        if res == -errno.EAGAIN:  # IN was disabled before the echo could be queued
+            self._dropped(i, self.sizes[i])
+            return
         if res < 0:
             self.counters["in_cancelled" if res in _CANCELLED else "in_errors"] += 1
             if res not in _CANCELLED:
