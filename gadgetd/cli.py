@@ -80,3 +80,33 @@ def down(name):
     if failures:
         sys.exit(1)
     click.echo(f"gadget {name} removed")
+
+
+@main.command()
+@click.option("--nonblock", is_flag=True,
+              help="Open with O_RDWR|O_NDELAY, as the failing userland does (default: blocking "
+                   "opens with a deadline).")
+@click.option("--scenario", "scenarios", multiple=True,
+              type=click.Choice(["contended_open", "deactivated_set_alt", "open_race",
+                                 "deactivated_reopen"]),
+              help="Run only these (repeatable; default: all, in a safe order).")
+@click.option("--duration", type=float, default=20.0, show_default=True,
+              help="Seconds of contended opens in contended_open.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of the table.")
+@click.option("--record", type=click.Path(dir_okay=False),
+              help="Append each scenario's result to FILE as it finishes (JSON lines).")
+@click.option("--template", type=click.Path(exists=True, dir_okay=False),
+              help="Template of the gadget to test (default: the loopback template).")
+def repro(nonblock, scenarios, duration, as_json, record, template):
+    """Reproduce the ep0 open() regression (e5bf5ee26663) on the running kernel.
+
+    Exit status: 0 absent, 1 present, 125 inconclusive (for git bisect run).
+    """
+    from pathlib import Path
+
+    from gadgetd.repro.report import SCENARIOS
+    from gadgetd.repro.runner import run
+
+    names = list(scenarios) or list(SCENARIOS)
+    sys.exit(run(nonblock, names, duration, as_json, Path(record) if record else None,
+                 Path(template) if template else None))

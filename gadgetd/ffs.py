@@ -55,7 +55,7 @@ def _raise_alarm(signum, frame):
     raise _Alarm()
 
 
-def _open_bounded(path: Path, flags: int, remaining: float) -> int:
+def open_bounded(path: Path, flags: int, remaining: float) -> int:
     """open(2); a blocking open waits at most `remaining` s (f_fs waits interruptibly for the mutex).
 
     The bound uses SIGALRM, so it applies in the main thread only; elsewhere the open is unbounded.
@@ -76,7 +76,7 @@ def _open_bounded(path: Path, flags: int, remaining: float) -> int:
 
 def open_file(path: Path, policy: Ep0OpenPolicy, stats: RetryStats, nonblock: bool) -> int:
     flags = os.O_RDWR | os.O_CLOEXEC | (os.O_NDELAY if nonblock else 0)
-    return call_with_retry(lambda remaining: _open_bounded(path, flags, remaining), policy, stats)
+    return call_with_retry(lambda remaining: open_bounded(path, flags, remaining), policy, stats)
 
 
 class Ep0:

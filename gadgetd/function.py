@@ -44,8 +44,13 @@ class FunctionServer:
             log.debug("%s: event %s %s", self.spec.name, event.name, event.setup or "")
             if event.setup is not None:
                 self._setup(event.setup)
-            else:
+                continue
+            try:
                 getattr(self, f"on_{event.name.lower()}", self.on_unknown)()
+            except OSError as exc:
+                # The host changes state faster than we read events; the next event fixes it.
+                self.counters["event_errors"] += 1
+                log.warning("%s: handling %s failed: %s", self.spec.name, event.name, exc)
 
     def _setup(self, setup: wire.Setup) -> None:
         self.counters["setups"] += 1

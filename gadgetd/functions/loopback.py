@@ -64,7 +64,13 @@ class Loopback(FunctionServer):
     # --- events -----------------------------------------------------------------------------
     def on_enable(self):
         super().on_enable()
-        self.max_packet = self.ep_in.getDescriptor().wMaxPacketSize
+        try:
+            self.max_packet = self.ep_in.getDescriptor().wMaxPacketSize
+        except BlockingIOError:
+            # Disabled again before this ENABLE was read (host reset storm): another ENABLE or a
+            # DISABLE is queued behind it.
+            self.counters["stale_enables"] += 1
+            return
         self.running = True
         self._fill()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import time
 
 import click
 
@@ -93,3 +94,79 @@ def demo(template_path, daemon_args):
     from gadgetd.host.local import demo as run_demo
 
     sys.exit(run_demo(template_path, list(daemon_args)))
+
+
+@main.command()
+@click.option("--kernels", "specs", help="Comma-separated SPECs (default: bookworm 6.1 ABIs from "
+              "6.1.0-50 up, trixie's and sid's newest).")
+@click.option("--quick", is_flag=True, help="bookworm's current kernel, 6.1.0-50 and sid's newest.")
+@click.option("--blocking", is_flag=True, help="Run repro with blocking opens (default O_NDELAY).")
+@click.option("--out", "out_dir", default="out", show_default=True, type=click.Path(file_okay=False),
+              help="Where matrix.json and matrix.png go.")
+@click.option("--check", is_flag=True, help="Fail unless every report is complete, consistent "
+              "and conclusive (what make test asks).")
+def matrix(specs, quick, blocking, out_dir, check):
+    """Boot each kernel, run 'gadgetd repro' there, print one table, write JSON and a chart."""
+    from pathlib import Path
+
+    from gadgetd.host import matrix as m
+    from gadgetd.repro.report import problems
+
+    try:
+        chosen = specs.split(",") if specs else m.quick_specs() if quick else m.default_specs()
+    except GadgetdError as exc:
+        _fail(exc)
+    rows, failed = [], []
+    started = time.monotonic()
+    for i, spec in enumerate(chosen, 1):
+        click.echo(f"matrix [{i}/{len(chosen)}] {spec} ...", err=True)
+        row = m.run_one(spec, nonblock=not blocking)
+        rows.append(row)
+        click.echo(f"matrix [{i}/{len(chosen)}] {row.release or spec}: {row.verdict} "
+                   f"({row.seconds:.0f} s){' ' + row.note if row.note else ''}", err=True)
+        if row.report is None:
+            failed.append(f"{spec}: no report ({row.note or 'exit ' + str(row.exit_status)})")
+        elif check:
+            failed += [f"{spec}: {p}" for p in problems(row.report, row.exit_status)]
+    json_path, png_path = m.save(rows, Path(out_dir))
+    click.echo(m.render(rows))
+    click.echo(f"\nwrote {json_path} and {png_path}; {len(rows)} kernels in "
+               f"{time.monotonic() - started:.0f} s")
+    for problem in failed:
+        click.echo(f"gadgetd-hil matrix: {problem}", err=True)
+    sys.exit(1 if failed else 0)
+
+
+@main.command()
+@click.option("--good", required=True, help="SPEC of a kernel without the regression.")
+@click.option("--bad", required=True, help="SPEC of a kernel with it.")
+@click.option("--blocking", is_flag=True, help="Run repro with blocking opens (default O_NDELAY).")
+def bisect(good, bad, blocking):
+    """Binary-search the Debian ABIs between GOOD and BAD for the first with the regression."""
+    from gadgetd.host import matrix as m
+
+    try:
+        sys.exit(m.bisect(good, bad, nonblock=not blocking))
+    except GadgetdError as exc:
+        _fail(exc)
+
+
+@main.command()
+@click.option("--device", required=True, help="VID:PID of the gadget.")
+@click.option("--serial", help="Serial number, when several match.")
+@click.option("--duration", type=float, default=0, help="Seconds to run (default: until Ctrl-C).")
+def drive(device, serial, duration):
+    """Keep a gadget's ep0 busy from this host (for 'gadgetd repro' running on a board)."""
+    from gadgetd.host.device import DeviceSelector
+    from gadgetd.host.drive import Storm
+
+    storm = Storm(DeviceSelector.parse(device, serial)).start()
+    end = time.monotonic() + duration if duration else None
+    try:
+        while end is None or time.monotonic() < end:
+            time.sleep(min(5, end - time.monotonic()) if end else 5)
+            click.echo(f"{time.strftime('%H:%M:%S')} " + ", ".join(
+                f"{k}={v}" for k, v in sorted(storm.counts.items())))
+    except KeyboardInterrupt:
+        pass
+    click.echo("final: " + ", ".join(f"{k}={v}" for k, v in sorted(storm.stop().items())))

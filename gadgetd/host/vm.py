@@ -61,12 +61,19 @@ def _kill(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def run(kernel: Kernel, command: list[str], speed: str = "high", timeout: float = 1800,
-        memory: str = "2G", cpus: int = 2, quiet: bool = False, log=sys.stderr) -> VmResult:
-    """Boot `kernel`, run `command` as root in the checkout's directory, stream its output."""
+def new_result_dir() -> Path:
+    """A directory the guest can write (shared read-write over 9p) for results that must leave
+    the guest as they are produced."""
     runs = CACHE / "runs"
     runs.mkdir(parents=True, exist_ok=True)
-    result_dir = Path(tempfile.mkdtemp(prefix="vm-", dir=runs))
+    return Path(tempfile.mkdtemp(prefix="vm-", dir=runs))
+
+
+def run(kernel: Kernel, command: list[str], speed: str = "high", timeout: float = 1800,
+        memory: str = "2G", cpus: int = 2, quiet: bool = False, log=sys.stderr,
+        result_dir: Path | None = None) -> VmResult:
+    """Boot `kernel`, run `command` as root in the checkout's directory, stream its output."""
+    result_dir = result_dir or new_result_dir()
     guest = [sys.executable, "-m", "gadgetd.host.guest", "--speed", speed,
              "--result", str(result_dir), "--", *command]
     argv = [_vng(), "--run", str(kernel.image), "--disable-kvm", "--force-9p",

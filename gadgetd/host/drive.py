@@ -1,0 +1,113 @@
+"""Host-side traffic that keeps a FunctionFS gadget's ep0 (and so ffs->mutex) busy.
+
+Used by `gadgetd repro` when this machine's host controller sees the gadget, and by
+`gadgetd-hil drive` on a separate host against a board. Every action tolerates the device going
+away (that is what re-enumeration does) and is counted by outcome.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+import time
+from collections import Counter
+
+import usb.core
+
+from gadgetd.host.device import (ECHO_IN, ECHO_OUT, STATUS, VENDOR_IN, VENDOR_OUT, DeviceSelector,
+                                 wait_for_device)
+
+TIMEOUT_MS = 1000
+
+
+def outcome(exc: Exception | None) -> str:
+    if exc is None:
+        return "ok"
+    if isinstance(exc, usb.core.USBTimeoutError):
+        return "timeout"
+    if isinstance(exc, usb.core.USBError) and exc.errno:
+        return errno.errorcode.get(exc.errno, str(exc.errno))
+    return type(exc).__name__
+
+
+def set_interface(dev, alt: int, interface: int = 0) -> str:
+    """Raw SET_INTERFACE (pyusb's helper would hide a STALL)."""
+    try:
+        dev.ctrl_transfer(0x01, 0x0B, alt, interface, None, TIMEOUT_MS)
+        return "ok"
+    except (usb.core.USBError, ValueError) as exc:
+        return outcome(exc)
+
+
+def set_configuration(dev, value: int = 1) -> str:
+    try:
+        dev.set_configuration(value)
+        return "ok"
+    except (usb.core.USBError, ValueError) as exc:
+        return outcome(exc)
+
+
+class Storm:
+    """A background thread cycling through ep0 traffic: vendor transfers with 4 KiB data stages,
+    SET_INTERFACE, SET_CONFIGURATION and, every `reset_every` rounds, a port reset."""
+
+    def __init__(self, selector: DeviceSelector, reset_every: int = 25):
+        self.selector, self.reset_every = selector, reset_every
+        self.counts: Counter = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="host-storm", daemon=True)
+
+    def start(self) -> Storm:
+        self._thread.start()
+        return self
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join(30)
+        return dict(self.counts)
+
+    def _device(self):
+        while not self._stop.is_set():
+            try:
+                return wait_for_device(self.selector, 1.0)
+            except TimeoutError:
+                self.counts["waiting_for_device"] += 1
+        return None
+
+    def _run(self) -> None:
+        payload = os.urandom(4096)
+        dev = None
+        for round_no in range(1, 1 << 62):
+            if self._stop.is_set():
+                return
+            dev = dev or self._device()
+            if dev is None:
+                return
+            actions = (
+                ("echo_out", lambda: dev.ctrl_transfer(VENDOR_OUT, ECHO_OUT, 0, 0, payload,
+                                                       TIMEOUT_MS)),
+                ("echo_in", lambda: dev.ctrl_transfer(VENDOR_IN, ECHO_IN, 0, 0, 4096,
+                                                      TIMEOUT_MS)),
+                ("status", lambda: dev.ctrl_transfer(VENDOR_IN, STATUS, 0, 0, 4096, TIMEOUT_MS)),
+                ("set_interface", lambda: set_interface(dev, 0)),
+                ("set_configuration", lambda: set_configuration(dev, 1)),
+            )
+            for name, action in actions:
+                try:
+                    result = action()
+                    result = result if isinstance(result, str) else "ok"
+                except (usb.core.USBError, ValueError) as exc:
+                    result = outcome(exc)
+                self.counts[f"{name}:{result}"] += 1
+                if result in ("ENODEV", "ENOENT", "EIO", "ValueError"):
+                    dev = None  # gone or re-enumerating: find it again
+                    break
+            if dev is not None and round_no % self.reset_every == 0:
+                try:
+                    dev.reset()
+                    self.counts["port_reset:ok"] += 1
+                except usb.core.USBError as exc:
+                    self.counts[f"port_reset:{outcome(exc)}"] += 1
+                dev = None
+            time.sleep(0)

@@ -1,0 +1,200 @@
+"""`gadgetd-hil matrix` and `bisect`: run `gadgetd repro` on many kernels, one VM each.
+
+Each guest appends its scenario results to a file in the run's shared directory as they finish,
+so a guest that hangs or dies still leaves what it measured; QEMU is killed on timeout and the
+matrix goes on with the next kernel.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gadgetd.errors import GadgetdError
+from gadgetd.host import kernels, vm
+from gadgetd.repro import report as rep
+
+REPRO_TIMEOUT = 900  # seconds a guest may spend in repro
+RANGE_START = "6.1.0-50-amd64"  # the default matrix: bookworm ABIs from here up
+SCENARIO_SHORT = {"contended_open": "contended", "deactivated_set_alt": "set_alt",
+                  "open_race": "race", "deactivated_reopen": "reopen"}
+
+
+@dataclass
+class Row:
+    spec: str
+    release: str = ""
+    package_version: str = ""
+    verdict: str = rep.INCONCLUSIVE
+    exit_status: int | None = None
+    scenarios: dict = field(default_factory=dict)
+    report: dict | None = None
+    note: str = ""
+    seconds: float = 0.0
+
+    @property
+    def eagain_rate(self) -> float | None:
+        counts = self.scenarios.get("contended_open", {}).get("counts", {})
+        attempts = counts.get("raw_attempts", 0)
+        return counts.get("raw_EAGAIN", 0) / attempts if attempts else None
+
+    def latency(self, phase: str = "policy") -> dict:
+        return self.scenarios.get("contended_open", {}).get("latency_ms", {}).get(phase, {})
+
+
+def bookworm_abis() -> list[tuple[str, str]]:
+    """[(release, version)] of bookworm's 6.1 ABIs, oldest first."""
+    return [(r, v) for s, r, v in kernels.available()
+            if s == "bookworm" and r.startswith("6.1.0-")]
+
+
+def default_specs() -> list[str]:
+    start = kernels.version_key(RANGE_START)
+    abis = [r for r, _ in bookworm_abis() if kernels.version_key(r) >= start]
+    return [f"debian:{r}" for r in abis] + ["debian:trixie", "debian:sid"]
+
+
+def quick_specs() -> list[str]:
+    return ["debian:bookworm", f"debian:{RANGE_START}", "debian:sid"]
+
+
+def run_one(spec: str, nonblock: bool = True, log=sys.stderr) -> Row:
+    row = Row(spec)
+    start = time.monotonic()
+    try:
+        kernel = kernels.resolve(spec)
+    except GadgetdError as exc:
+        row.note = str(exc)
+        return row
+    row.release, row.package_version = kernel.release, kernel.package_version
+    result_dir = vm.new_result_dir()
+    record = result_dir / "repro.jsonl"
+    command = [sys.executable, "-m", "gadgetd", "repro", "--record", str(record)]
+    if nonblock:
+        command.append("--nonblock")
+    result = vm.run(kernel, command, timeout=REPRO_TIMEOUT, result_dir=result_dir, log=log)
+    row.exit_status = result.status
+    row.note = result.note
+    if record.exists():
+        for line in record.read_text().splitlines():
+            obj = json.loads(line)
+            if "report" in obj:
+                row.report = obj["report"]
+            else:
+                row.scenarios[obj.pop("scenario")] = obj
+    if row.report:
+        row.verdict = row.report["verdict"]
+    elif result.status in (vm.TIMEOUT, vm.NOT_BOOTED) and not row.note:
+        row.note = f"exit {result.status}"
+    shutil.rmtree(result_dir, ignore_errors=True)
+    row.seconds = round(time.monotonic() - start, 1)
+    return row
+
+
+def render(rows: list[Row]) -> str:
+    head = (f"{'kernel':<24} {'package':<20} " + " ".join(f"{s:<9}" for s in SCENARIO_SHORT.values())
+            + f" {'EAGAIN%':>7} {'p99 ms':>7}  verdict")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        cells = " ".join(f"{r.scenarios.get(n, {}).get('verdict', '-'):<9}" for n in SCENARIO_SHORT)
+        rate = f"{100 * r.eagain_rate:.2f}" if r.eagain_rate is not None else "-"
+        p99 = r.latency().get("p99", "-")
+        note = f"  ({r.note})" if r.note else ""
+        lines.append(f"{r.release or r.spec:<24} {r.package_version:<20} {cells} {rate:>7} "
+                     f"{p99!s:>7}  {r.verdict}{note}")
+    return "\n".join(lines)
+
+
+def chart(rows: list[Row], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r.release or r.spec for r in rows]
+    rates = [100 * (r.eagain_rate or 0) for r in rows]
+    colors = ["tab:red" if r.verdict == rep.PRESENT else "tab:green" if r.verdict == rep.ABSENT
+              else "tab:gray" for r in rows]
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(8, len(rows) * 1.1), 8), sharex=True)
+    ax1.bar(names, rates, color=colors)
+    ax1.set_ylabel("O_NDELAY opens failing\nwith EAGAIN (%)")
+    ax1.set_title("ep0/epN open under contention, per kernel (red: regression present)")
+    x = range(len(rows))
+    for offset, key, label in ((-0.2, "p50", "p50"), (0.2, "p99", "p99")):
+        ax2.bar([i + offset for i in x], [r.latency("raw").get(key, 0) for r in rows], width=0.4,
+                label=f"open latency {label}")
+    ax2.set_ylabel("open() latency (ms)")
+    ax2.legend()
+    ax2.set_xticks(list(x), names, rotation=30, ha="right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def save(rows: list[Row], out_dir: Path, name: str = "matrix") -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, png_path = out_dir / f"{name}.json", out_dir / f"{name}.png"
+    json_path.write_text(json.dumps([r.__dict__ for r in rows], indent=1))
+    chart(rows, png_path)
+    return json_path, png_path
+
+
+# --- bisect ----------------------------------------------------------------------------------
+
+def changelog_lines(kernel: kernels.Kernel, newer_than: str) -> list[str]:
+    """Changelog lines mentioning functionfs / f_fs from the entries after version `newer_than`."""
+    path = kernel.changelog()
+    if path is None:
+        return []
+    found, keep = [], False
+    floor = kernels.version_key(newer_than)
+    for line in gzip.open(path, "rt", errors="replace"):
+        header = re.match(r"^linux(?:-signed-amd64)? \(([^)]+)\)", line)
+        if header:
+            keep = kernels.version_key(header.group(1)) > floor
+        elif keep and re.search(r"functionfs|f_fs|\bffs\b", line, re.I):
+            found.append(line.rstrip())
+    return found
+
+
+def bisect(good: str, bad: str, nonblock: bool = True, log=sys.stderr) -> int:
+    abis = bookworm_abis()
+    names = [r for r, _ in abis]
+    releases = []
+    for spec in (good, bad):
+        release = kernels.resolve(spec).release
+        if release not in names:
+            raise kernels.KernelError(f"{spec} ({release}) is not a bookworm 6.1 ABI")
+        releases.append(release)
+    lo, hi = names.index(releases[0]), names.index(releases[1])
+    if lo >= hi:
+        raise kernels.KernelError("--good must be an older ABI than --bad")
+    skipped: set[int] = set()
+    print(f"bisect: {hi - lo - 1} ABIs between {names[lo]} (good) and {names[hi]} (bad)", file=log)
+    while True:
+        candidates = [i for i in range(lo + 1, hi) if i not in skipped]
+        if not candidates:
+            break
+        mid = min(candidates, key=lambda i: abs(i - (lo + hi) / 2))
+        row = run_one(f"debian:{names[mid]}", nonblock, log)
+        print(f"bisect: {names[mid]} ({abis[mid][1]}): {row.verdict}", file=log)
+        if row.verdict == rep.PRESENT:
+            hi = mid
+        elif row.verdict == rep.ABSENT:
+            lo = mid
+        else:
+            skipped.add(mid)
+    if any(lo < i < hi for i in skipped):
+        print(f"bisect: first bad is one of {names[lo + 1:hi + 1]} (some could not be tested)")
+        return 125
+    first_bad = kernels.resolve(f"debian:{names[hi]}")
+    print(f"first bad: debian:{names[hi]} ({abis[hi][1]})")
+    for line in changelog_lines(first_bad, abis[lo][1]):
+        print(line)
+    return 0

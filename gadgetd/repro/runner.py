@@ -1,0 +1,62 @@
+"""`gadgetd repro`: run the scenarios in a safe order and report one verdict.
+
+A scenario that leaves a task stuck in the kernel ends the run: later scenarios are reported as
+inconclusive (never absent), and the stuck gadget is left alone (touching its configfs tree would
+block on the same locks). Exit status: 0 absent, 1 present, 125 inconclusive or repro's own error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from gadgetd.errors import GadgetdError
+from gadgetd.repro import report as rep
+from gadgetd.repro.rig import Rig, environment_problem
+from gadgetd.repro.scenarios import ALL
+
+
+def run(nonblock: bool, names: list[str], duration: float, as_json: bool,
+        record: Path | None, template: Path | None = None, out=sys.stdout) -> int:
+    kernel = os.uname().release
+    results: dict[str, rep.ScenarioResult] = {}
+    error = environment_problem()
+    stuck = False
+
+    def write_record(obj):
+        if record:
+            with open(record, "a") as f:
+                f.write(json.dumps(obj) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+
+    rig = None
+    if error is None:
+        try:
+            rig = Rig(template) if template else Rig()
+            rig.choose_host()
+            for name in [n for n in ALL if n in names]:
+                if stuck:
+                    results[name] = rep.ScenarioResult(name, notes=[
+                        "not run: an earlier scenario left a task stuck in the kernel"])
+                else:
+                    print(f"repro: {name} ...", file=sys.stderr, flush=True)
+                    start = time.monotonic()
+                    results[name] = ALL[name](rig, nonblock, duration)
+                    results[name].seconds = round(time.monotonic() - start, 1)
+                    stuck = results[name].hang is not None
+                    print(f"repro: {name}: {results[name].verdict}", file=sys.stderr, flush=True)
+                write_record({"scenario": name, **results[name].as_dict()})
+        except (GadgetdError, OSError, TimeoutError) as exc:
+            error = f"repro could not run: {exc}"
+        finally:
+            if rig is not None and not stuck:
+                rig.cleanup()
+    report = rep.build_report(kernel, nonblock, results, error)
+    write_record({"report": report})
+    out.write((rep.dumps(report) if as_json else rep.render_table(report)) + "\n")
+    out.flush()
+    return rep.EXIT_STATUS[report["verdict"]]
