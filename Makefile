@@ -7,7 +7,8 @@ KERNEL ?= debian:bookworm
 TEMPLATE ?= configfs_templates/loopback.toml
 APT_PACKAGES := qemu-system-x86 busybox-static udev libaio1 libusb-1.0-0 kmod file python3-venv
 
-.PHONY: help setup system-packages demo test unit-test vm-test lint
+.PHONY: help setup system-packages demo repro repro-full bench-detection test unit-test vm-test \
+	repro-test lint
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -30,6 +31,15 @@ setup: system-packages $(VENV)/.installed ## Debian packages (as root), the venv
 demo: setup ## Boot the default kernel in QEMU, serve the loopback gadget, enumerate it, loop data
 	$(HIL) vm --kernel $(KERNEL) -- $(HIL) demo $(TEMPLATE)
 
+repro: setup ## Quick kernel matrix: is the ep0 open() regression present? (bookworm, 6.1.0-50, sid)
+	$(HIL) matrix --quick
+
+repro-full: setup ## Default matrix: bookworm 6.1.0-50 .. newest, trixie's and sid's newest kernels
+	$(HIL) matrix
+
+bench-detection: setup ## Detection power of repro: 20 runs on a present and an absent kernel
+	$(PY) bench/detection_power.py --runs 20
+
 unit-test: setup ## Unit tests only (no root, no VM)
 	$(PY) -m pytest -q tests
 
@@ -39,7 +49,10 @@ vm-test: setup ## Kernel tests and the HIL suite in the VM, at high, full and su
 	$(HIL) vm --kernel $(KERNEL) --speed full -- $(HIL) local $(TEMPLATE) -q
 	$(HIL) vm --kernel $(KERNEL) --speed super -- $(HIL) local $(TEMPLATE) -q
 
-test: unit-test vm-test ## Everything CI runs: unit tests, then the VM tests on the default kernel
+repro-test: setup ## repro on the default kernel in the VM: complete, consistent, conclusive report
+	$(HIL) matrix --kernels $(KERNEL) --check --out out/repro-test
+
+test: unit-test vm-test repro-test ## Everything CI runs: unit tests, then VM tests on the default kernel
 
 lint: setup ## ruff
 	$(VENV)/bin/ruff check gadgetd tests hil

@@ -10,13 +10,19 @@ from __future__ import annotations
 import errno
 import os
 import threading
-import time
 from collections import Counter
 
 import usb.core
 
-from gadgetd.host.device import (ECHO_IN, ECHO_OUT, STATUS, VENDOR_IN, VENDOR_OUT, DeviceSelector,
-                                 wait_for_device)
+from gadgetd.host.device import (
+    ECHO_IN,
+    ECHO_OUT,
+    STATUS,
+    VENDOR_IN,
+    VENDOR_OUT,
+    DeviceSelector,
+    wait_for_device,
+)
 
 TIMEOUT_MS = 1000
 
@@ -75,6 +81,16 @@ class Storm:
                 self.counts["waiting_for_device"] += 1
         return None
 
+    @staticmethod
+    def _actions(dev, payload: bytes):
+        return (
+            ("echo_out", lambda: dev.ctrl_transfer(VENDOR_OUT, ECHO_OUT, 0, 0, payload, TIMEOUT_MS)),
+            ("echo_in", lambda: dev.ctrl_transfer(VENDOR_IN, ECHO_IN, 0, 0, 4096, TIMEOUT_MS)),
+            ("status", lambda: dev.ctrl_transfer(VENDOR_IN, STATUS, 0, 0, 4096, TIMEOUT_MS)),
+            ("set_interface", lambda: set_interface(dev, 0)),
+            ("set_configuration", lambda: set_configuration(dev, 1)),
+        )
+
     def _run(self) -> None:
         payload = os.urandom(4096)
         dev = None
@@ -84,16 +100,7 @@ class Storm:
             dev = dev or self._device()
             if dev is None:
                 return
-            actions = (
-                ("echo_out", lambda: dev.ctrl_transfer(VENDOR_OUT, ECHO_OUT, 0, 0, payload,
-                                                       TIMEOUT_MS)),
-                ("echo_in", lambda: dev.ctrl_transfer(VENDOR_IN, ECHO_IN, 0, 0, 4096,
-                                                      TIMEOUT_MS)),
-                ("status", lambda: dev.ctrl_transfer(VENDOR_IN, STATUS, 0, 0, 4096, TIMEOUT_MS)),
-                ("set_interface", lambda: set_interface(dev, 0)),
-                ("set_configuration", lambda: set_configuration(dev, 1)),
-            )
-            for name, action in actions:
+            for name, action in self._actions(dev, payload):
                 try:
                     result = action()
                     result = result if isinstance(result, str) else "ok"
@@ -110,4 +117,3 @@ class Storm:
                 except usb.core.USBError as exc:
                     self.counts[f"port_reset:{outcome(exc)}"] += 1
                 dev = None
-            time.sleep(0)

@@ -99,7 +99,7 @@ def run_one(spec: str, nonblock: bool = True, log=sys.stderr) -> Row:
 
 def render(rows: list[Row]) -> str:
     head = (f"{'kernel':<24} {'package':<20} " + " ".join(f"{s:<9}" for s in SCENARIO_SHORT.values())
-            + f" {'EAGAIN%':>7} {'p99 ms':>7}  verdict")
+            + f" {'EAGAIN%':>7} {'retry p99 ms':>12}  verdict")
     lines = [head, "-" * len(head)]
     for r in rows:
         cells = " ".join(f"{r.scenarios.get(n, {}).get('verdict', '-'):<9}" for n in SCENARIO_SHORT)
@@ -107,7 +107,7 @@ def render(rows: list[Row]) -> str:
         p99 = r.latency().get("p99", "-")
         note = f"  ({r.note})" if r.note else ""
         lines.append(f"{r.release or r.spec:<24} {r.package_version:<20} {cells} {rate:>7} "
-                     f"{p99!s:>7}  {r.verdict}{note}")
+                     f"{p99!s:>12}  {r.verdict}{note}")
     return "\n".join(lines)
 
 
@@ -126,9 +126,11 @@ def chart(rows: list[Row], path: Path) -> None:
     ax1.set_ylabel("O_NDELAY opens failing\nwith EAGAIN (%)")
     ax1.set_title("ep0/epN open under contention, per kernel (red: regression present)")
     x = range(len(rows))
-    for offset, key, label in ((-0.2, "p50", "p50"), (0.2, "p99", "p99")):
-        ax2.bar([i + offset for i in x], [r.latency("raw").get(key, 0) for r in rows], width=0.4,
-                label=f"open latency {label}")
+    for offset, phase, key, label in ((-0.27, "raw", "p50", "O_NDELAY open p50"),
+                                      (0, "raw", "p99", "O_NDELAY open p99"),
+                                      (0.27, "policy", "p99", "with retry policy p99")):
+        ax2.bar([i + offset for i in x], [r.latency(phase).get(key, 0) for r in rows],
+                width=0.27, label=label)
     ax2.set_ylabel("open() latency (ms)")
     ax2.legend()
     ax2.set_xticks(list(x), names, rotation=30, ha="right")

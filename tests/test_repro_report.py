@@ -1,0 +1,115 @@
+"""Repro's verdict logic, report rendering and consistency checks (pure)."""
+
+import json
+
+import pytest
+
+from gadgetd.repro import report as rep
+from gadgetd.repro.report import ScenarioResult
+
+
+def done(name, verdict=rep.ABSENT, attempts=10, **kw):
+    return ScenarioResult(name, verdict=verdict, attempts=attempts, completed=True, **kw)
+
+
+def all_absent():
+    return {n: done(n) for n in rep.SCENARIOS}
+
+
+def test_absent_when_both_verdict_scenarios_ran_clean():
+    verdict, reason = rep.overall_verdict(all_absent(), nonblock=True)
+    assert verdict == rep.ABSENT and "O_NDELAY" in reason
+
+
+def test_eagain_makes_it_present():
+    results = all_absent()
+    results["contended_open"].counts = {"eagain_no_retry": 3}
+    verdict, reason = rep.overall_verdict(results, nonblock=True)
+    assert verdict == rep.PRESENT and "EAGAIN 3 times" in reason
+
+
+def test_hang_makes_it_present_even_if_contended_saw_nothing():
+    results = all_absent()
+    results["deactivated_reopen"].hang = {"pid": 7, "state": "D", "stack": []}
+    assert rep.overall_verdict(results, nonblock=False)[0] == rep.PRESENT
+
+
+def test_blocking_deadline_miss_is_present():
+    results = all_absent()
+    results["contended_open"].counts = {"deadline_missed": 1}
+    assert rep.overall_verdict(results, nonblock=False)[0] == rep.PRESENT
+
+
+def test_side_scenarios_do_not_change_the_verdict():
+    results = all_absent()
+    results["open_race"].verdict = rep.PRESENT
+    results["deactivated_set_alt"].verdict = rep.PRESENT
+    assert rep.overall_verdict(results, nonblock=True)[0] == rep.ABSENT
+
+
+@pytest.mark.parametrize("broken", ["missing", "incomplete", "no_attempts"])
+def test_inconclusive_unless_both_ran_fully(broken):
+    results = all_absent()
+    if broken == "missing":
+        del results["deactivated_reopen"]
+    elif broken == "incomplete":
+        results["deactivated_reopen"].completed = False
+    else:
+        results["contended_open"].attempts = 0
+    assert rep.overall_verdict(results, nonblock=True)[0] == rep.INCONCLUSIVE
+
+
+def test_scenario_after_a_stuck_task_is_inconclusive_not_absent():
+    results = all_absent()
+    results["contended_open"].hang = {"pid": 1, "state": "D"}
+    results["contended_open"].completed = False
+    results["deactivated_reopen"] = ScenarioResult("deactivated_reopen", notes=["not run"])
+    assert rep.overall_verdict(results, nonblock=True)[0] == rep.INCONCLUSIVE
+
+
+def test_error_forces_inconclusive():
+    report = rep.build_report("6.1.0-54-amd64", True, all_absent(), error="no UDC")
+    assert report["verdict"] == rep.INCONCLUSIVE and report["reason"] == "no UDC"
+
+
+def test_report_json_and_exit_status_consistency():
+    report = rep.build_report("6.1.0-54-amd64", True, all_absent())
+    parsed = json.loads(rep.dumps(report))
+    assert parsed["kernel"] == "6.1.0-54-amd64" and parsed["verdict"] == "absent"
+    assert set(parsed["scenarios"]) == set(rep.SCENARIOS)
+    assert rep.problems(parsed, 0) == []
+    assert rep.problems(parsed, 1) == ["exit status 1 does not match verdict absent"]
+
+
+def test_problems_flags_missing_and_idle_scenarios():
+    results = all_absent()
+    results["open_race"].attempts = 0
+    del results["deactivated_set_alt"]
+    report = rep.build_report("k", True, results)
+    found = rep.problems(report, rep.EXIT_STATUS[report["verdict"]])
+    assert "scenario deactivated_set_alt missing" in found
+    assert "scenario open_race made no attempts" in found
+
+
+def test_problems_rejects_inconclusive():
+    report = rep.build_report("k", True, {}, error="setup failed")
+    assert any("inconclusive" in p for p in rep.problems(report, 125))
+
+
+def test_percentiles_nearest_rank():
+    samples = [i / 1000 for i in range(1, 101)]  # 1..100 ms
+    assert rep.percentiles(samples) == {"n": 100, "p50": 50.0, "p99": 99.0, "max": 100.0}
+    assert rep.percentiles([]) == {"n": 0}
+    assert rep.percentiles([0.002]) == {"n": 1, "p50": 2.0, "p99": 2.0, "max": 2.0}
+
+
+def test_render_table_shows_hang_stack_and_verdict():
+    results = all_absent()
+    results["deactivated_reopen"].hang = {"pid": 42, "state": "D",
+                                          "stack": ["functionfs_unbind+0x2b/0x70 [usb_f_fs]"]}
+    results["contended_open"].latency_ms = {"raw": rep.percentiles([0.001, 0.002])}
+    text = rep.render_table(rep.build_report("6.1.0-56-amd64", True, results))
+    assert "HANG: task 42 state D" in text
+    assert "stack: functionfs_unbind+0x2b/0x70 [usb_f_fs]" in text
+    assert "raw p50/p99/max 1.0/2.0/2.0 ms" in text
+    assert text.splitlines()[-1].startswith("verdict: present")
