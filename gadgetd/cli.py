@@ -9,7 +9,7 @@ import sys
 import click
 
 from gadgetd import __version__, template
-from gadgetd.errors import GadgetdError
+from gadgetd.errors import GadgetdError, TemplateError
 
 
 def setup_logging(verbose: bool) -> None:
@@ -55,14 +55,27 @@ def check(template_path):
 @click.option("--no-disconnect/--disconnect", "no_disconnect", default=None,
               help="Mount FunctionFS with no_disconnect=1 (overrides mount.no_disconnect).")
 @click.option("--replace", is_flag=True, help="Remove an existing gadget of the same name first.")
-def run(template_path, udc, nonblock, no_disconnect, replace):
-    """Build the gadget from TEMPLATE, bind it and serve it until SIGTERM/SIGINT."""
-    from gadgetd.daemon import Daemon
+@click.option("--wait-for-udc", is_flag=True,
+              help="Wait for a UDC to appear instead of failing (the systemd unit uses this).")
+def run(template_path, udc, nonblock, no_disconnect, replace, wait_for_udc):
+    """Build the gadget from TEMPLATE, bind it and serve it until SIGTERM/SIGINT.
+
+    SIGHUP reloads TEMPLATE and re-enumerates; an invalid new template keeps the running one.
+    """
+    from pathlib import Path
+
+    from gadgetd.supervisor import Supervisor, template_is_safe
+
+    def load():
+        problem = template_is_safe(Path(template_path))
+        if problem:
+            raise TemplateError(template_path, "(file)", f"refused: {problem}")
+        return template.load(template_path).with_overrides(
+            udc=udc, no_disconnect=no_disconnect, nonblock=nonblock)
 
     try:
-        spec = template.load(template_path).with_overrides(
-            udc=udc, no_disconnect=no_disconnect, nonblock=nonblock)
-        sys.exit(Daemon(spec, replace=replace).run())
+        spec = load()
+        sys.exit(Supervisor(spec, replace=replace, wait_for_udc=wait_for_udc, reload=load).run())
     except GadgetdError as exc:
         fail(exc)
 
@@ -71,14 +84,20 @@ def run(template_path, udc, nonblock, no_disconnect, replace):
 @click.argument("name")
 def down(name):
     """Unbind and remove gadget NAME: links, configs, functions, FunctionFS mounts."""
-    from gadgetd import configfs
+    from gadgetd import configfs, runstate
 
     if not configfs.gadget_dir(name).exists():
         click.echo(f"gadgetd: error: no gadget {name!r} in {configfs.GADGETS}", err=True)
         sys.exit(1)
+    state = runstate.read(name)
+    if state and runstate.alive(state["pid"]):
+        click.echo(f"gadgetd: error: gadget {name!r} is served by gadgetd pid {state['pid']}: "
+                   "stop it instead (SIGTERM, or systemctl stop)", err=True)
+        sys.exit(1)
     failures = configfs.remove_gadget(name)
     if failures:
         sys.exit(1)
+    runstate.remove(name)
     click.echo(f"gadget {name} removed")
 
 
@@ -110,3 +129,44 @@ def repro(nonblock, scenarios, duration, as_json, record, template):
     names = list(scenarios) or list(SCENARIOS)
     sys.exit(run(nonblock, names, duration, as_json, Path(record) if record else None,
                  Path(template) if template else None))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(as_json):
+    """Gadgets, their UDC and its state, function state, counters and ep0 open retries."""
+    import json
+
+    from gadgetd import configfs, runstate
+    from gadgetd import udc as udc_mod
+
+    served = {s["name"]: s for s in runstate.read_all()}
+    names = sorted(set(served) | {p.name for p in configfs.GADGETS.glob("*")})
+    report = []
+    for name in names:
+        state = dict(served.get(name, {"name": name}))
+        state["running"] = bool(state.get("pid")) and runstate.alive(state["pid"])
+        bound = udc_mod.bound(configfs.gadget_dir(name))
+        state["bound"] = bound
+        try:
+            state["udc_state"] = udc_mod.state(bound) if bound else "unbound"
+        except OSError:
+            state["udc_state"] = "unknown"
+        report.append(state)
+    if as_json:
+        click.echo(json.dumps(report, indent=1, sort_keys=True))
+        return
+    if not report:
+        click.echo("no gadgets")
+    for s in report:
+        who = f"gadgetd pid {s['pid']}" if s["running"] else "no daemon"
+        click.echo(f"{s['name']}: {who}, UDC {s['bound'] or '-'} ({s['udc_state']}), "
+                   f"{s.get('recovery_count', 0)} recoveries")
+        for fname, f in s.get("functions", {}).items():
+            counters = f.get("counters", {})
+            retries = f.get("ep0_retries", {})
+            click.echo(f"  {fname}: {f.get('type', '?')} as {f.get('user')}, "
+                       f"{'enabled' if f.get('enabled') else 'not enabled'}, "
+                       f"events {f.get('events', {})}, bytes looped "
+                       f"{counters.get('bytes_looped', 0)}, ep0 opens {retries.get('operations', 0)}"
+                       f" with {retries.get('retries_total', 0)} retries {retries.get('retries', {})}")

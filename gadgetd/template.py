@@ -83,6 +83,7 @@ class FunctionSpec:
     ep0_open: str = "blocking"
     request_size: int = 16384
     queue_depth: int = 4
+    user: str | None = None  # the worker's user; None: root
 
     @property
     def configfs_name(self) -> str:
@@ -308,7 +309,10 @@ def _function(table: _Table, name: str) -> FunctionSpec:
         ep0_open=table.get("ep0_open", str, "blocking", choices=EP0_OPEN_MODES),
         request_size=request_size,
         queue_depth=table.get("queue_depth", int, 4, lo=1, hi=64),
+        user=table.get("user", str, None),
     )
+    if spec.user is not None and not re.fullmatch(r"[a-z_][a-z0-9_.-]{0,31}", spec.user):
+        raise table.error("user", "not a valid user name", spec.user)
     table.done()
     from gadgetd.functions import check_layout  # the function type knows its endpoint layout
 

@@ -57,3 +57,51 @@ def bind(gadget_dir: Path, udc: str) -> None:
 def unbind(gadget_dir: Path) -> None:
     if bound(gadget_dir):
         sysfs.write_attr(gadget_dir / "UDC", "")
+
+
+class UdcWatch:
+    """UDC add/remove (uevents, through pyudev) and state changes (no uevent: the `state`
+    attribute is polled for POLLPRI), as file descriptors for the supervisor's epoll loop."""
+
+    def __init__(self):
+        import pyudev
+
+        self.monitor = pyudev.Monitor.from_netlink(pyudev.Context())
+        self.monitor.filter_by(subsystem="udc")
+        self.monitor.start()
+        self.state_file = None
+        self.state_name = None
+
+    def fileno(self) -> int:
+        return self.monitor.fileno()
+
+    def events(self) -> list[tuple[str, str]]:
+        """Pending (action, udc name) pairs, without blocking."""
+        found = []
+        while True:
+            device = self.monitor.poll(timeout=0)
+            if device is None:
+                return found
+            found.append((device.action, device.sys_name))
+
+    def watch_state(self, name: str | None) -> int | None:
+        """Start following `name`'s state attribute; returns its fd for EPOLLPRI (or None)."""
+        if self.state_file is not None:
+            self.state_file.close()
+            self.state_file = None
+        self.state_name = name
+        if name is None:
+            return None
+        try:
+            self.state_file = open(UDC_CLASS / name / "state", "rb", buffering=0)
+        except FileNotFoundError:
+            return None
+        self.state_file.read()  # sysfs: arm the notification by reading once
+        return self.state_file.fileno()
+
+    def read_state(self) -> str:
+        self.state_file.seek(0)
+        return self.state_file.read().decode(errors="replace").strip()
+
+    def close(self) -> None:
+        self.watch_state(None)

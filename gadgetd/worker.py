@@ -1,0 +1,118 @@
+"""A function worker: a child of the root supervisor, running as the template's unprivileged user.
+
+It opens ep0 under the open policy, writes descriptors and strings, opens the endpoint files and
+serves events and data. It tells the supervisor over a socketpair: `ready` once the ep files are
+open (the supervisor binds the UDC only then), `status` and `heartbeat` every second from its
+event loop (the supervisor's systemd watchdog depends on them). Any error ends the worker; the
+supervisor's recovery (unbind, respawn, rebind) is the one place that handles it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import pwd
+import select
+import signal
+import socket
+import sys
+import time
+
+from gadgetd import ffs
+from gadgetd.functions import server_class
+from gadgetd.open_policy import Ep0OpenPolicy, RetryStats
+from gadgetd.template import FunctionSpec
+
+log = logging.getLogger(__name__)
+PR_SET_PDEATHSIG = 1
+STATUS_INTERVAL = 1.0
+
+
+def drop_privileges(user: str | None) -> None:
+    if user is None or os.geteuid() != 0:
+        return
+    entry = pwd.getpwnam(user)
+    os.setgroups(os.getgrouplist(entry.pw_name, entry.pw_gid))
+    os.setgid(entry.pw_gid)
+    os.setuid(entry.pw_uid)
+
+
+def _die_with_parent(parent: int) -> None:
+    # After setuid: credential changes clear the parent-death signal.
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def send(channel: socket.socket, **message) -> None:
+    channel.send(json.dumps(message).encode())
+
+
+def serve(fn: FunctionSpec, channel: socket.socket) -> int:
+    policy = Ep0OpenPolicy(nonblock=fn.ep0_open == "nonblock")
+    stats = RetryStats()
+    cls = server_class(fn.type)
+    ep0 = ffs.Ep0(fn.mountpoint, policy, stats)
+    endpoints = []
+    try:
+        ep0.write_descriptors(fn, cls.ffs_flags)
+        endpoints = ffs.open_endpoints(fn, policy, stats)
+        server = cls(fn, ep0, endpoints)
+    except BaseException:
+        for f in endpoints:
+            f.close()
+        ep0.close()
+        raise
+    stopping = False
+
+    def on_term(signum, frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when we stop
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    wake_r, wake_w = socket.socketpair()
+    wake_w.setblocking(False)
+    signal.set_wakeup_fd(wake_w.fileno())
+    handlers = {wake_r.fileno(): lambda: wake_r.recv(64), **server.handlers()}
+    send(channel, type="ready", status=server.status())
+    try:
+        with select.epoll() as poller:
+            for fd in handlers:
+                poller.register(fd, select.EPOLLIN)
+            next_status = 0.0
+            while not stopping:
+                for fd, _ in poller.poll(STATUS_INTERVAL):
+                    handlers[fd]()
+                now = time.monotonic()
+                if now >= next_status:
+                    send(channel, type="status", status=server.status())
+                    next_status = now + STATUS_INTERVAL
+    finally:
+        server.close()
+    return 0
+
+
+def run(fn: FunctionSpec, channel: socket.socket, parent: int) -> None:
+    """Entry point in the forked child; never returns."""
+    status = 1
+    try:
+        drop_privileges(fn.user)
+        _die_with_parent(parent)
+        status = serve(fn, channel)
+    except ffs.SetupCancelled:
+        status = 1
+    except BaseException as exc:
+        if not isinstance(exc, SystemExit):
+            log.exception("worker %s failed", fn.name)
+            try:
+                send(channel, type="error", error=f"{type(exc).__name__}: {exc}")
+            except OSError:
+                pass
+    finally:
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(status)
