@@ -5,10 +5,12 @@ PY := $(VENV)/bin/python
 HIL := $(VENV)/bin/gadgetd-hil
 KERNEL ?= debian:bookworm
 TEMPLATE ?= configfs_templates/loopback.toml
-APT_PACKAGES := qemu-system-x86 busybox-static udev libaio1 libusb-1.0-0 kmod file python3-venv
+KERNEL_TAG = $(subst debian:,,$(KERNEL))
+APT_PACKAGES := qemu-system-x86 busybox-static udev systemd libaio1 libusb-1.0-0 kmod file \
+	python3-venv
 
 .PHONY: help setup system-packages demo repro repro-full bench-detection test unit-test vm-test \
-	repro-test lint
+	repro-test test-faults lint
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -43,11 +45,17 @@ bench-detection: setup ## Detection power of repro: 20 runs on a present and an 
 unit-test: setup ## Unit tests only (no root, no VM)
 	$(PY) -m pytest -q tests
 
-vm-test: setup ## Kernel tests and the HIL suite in the VM, at high, full and super speed
-	$(HIL) vm --kernel $(KERNEL) --speed high -- sh -c \
+vm-test: setup ## Kernel tests (fault suites at 1/10), HIL suite in the VM at high, full, super speed
+	$(HIL) vm --kernel $(KERNEL) --speed high --results out/faults-$(KERNEL_TAG) -- sh -c \
 	  '$(PY) -m pytest -q -m vm tests/vm && $(HIL) local $(TEMPLATE) -q'
 	$(HIL) vm --kernel $(KERNEL) --speed full -- $(HIL) local $(TEMPLATE) -q
 	$(HIL) vm --kernel $(KERNEL) --speed super -- $(HIL) local $(TEMPLATE) -q
+
+test-faults: setup ## Fault suites at full counts on the default and sid kernels (figures in out/)
+	for k in $(KERNEL) debian:sid; do \
+	  $(HIL) vm --kernel $$k --timeout 14400 --results out/faults-full-$${k#debian:} -- \
+	    env GADGETD_FAULT_SCALE=1 $(PY) -m pytest -q -m faults tests/vm || exit 1; \
+	done
 
 repro-test: setup ## repro on the default kernel in the VM: complete, consistent, conclusive report
 	$(HIL) matrix --kernels $(KERNEL) --check --out out/repro-test

@@ -128,6 +128,8 @@ class Supervisor:
             if ffs.mountpoints(fn.name) or fn.mountpoint.is_mount():
                 raise SetupError(f"{fn.mountpoint} or FunctionFS instance {fn.name!r} is already "
                                  "mounted by someone else")
+            if fn.mountpoint.is_dir() and any(fn.mountpoint.iterdir()):
+                raise SetupError(f"function {fn.name}: mount point {fn.mountpoint} is not empty")
         configfs.GadgetTree(spec, self.undo).build()
         for fn in functions.values():
             ffs.mount(fn, self.undo)

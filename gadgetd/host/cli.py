@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+from pathlib import Path
 
 import click
 
@@ -33,8 +34,10 @@ def main():
               show_default=True, help="dummy_hcd link speed.")
 @click.option("--timeout", type=float, default=1800, show_default=True,
               help="Seconds CMD may run after boot (then exit 124).")
+@click.option("--results", type=click.Path(file_okay=False),
+              help="Host directory COMMAND may write into (its path is in $GADGETD_RESULTS).")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def vm(spec, modules_dir, speed, timeout, command):
+def vm(spec, modules_dir, speed, timeout, results, command):
     """Boot a kernel in QEMU with dummy_hcd and run COMMAND in it as root.
 
     Exit status: COMMAND's; 124 if it did not finish in time; 125 if the kernel did not boot.
@@ -43,7 +46,8 @@ def vm(spec, modules_dir, speed, timeout, command):
 
     try:
         kernel = kernels.resolve(spec, modules_dir)
-        result = vm_mod.run(kernel, list(command), speed=speed, timeout=timeout)
+        result = vm_mod.run(kernel, list(command), speed=speed, timeout=timeout,
+                            results=Path(results) if results else None)
     except GadgetdError as exc:
         _fail(exc)
     shutil.rmtree(result.result_dir, ignore_errors=True)

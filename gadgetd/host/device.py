@@ -10,6 +10,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pyudev
 import usb.core
@@ -181,3 +182,15 @@ class LoopbackDriver:
 def _direction(direction):
     return lambda e: usb.util.endpoint_direction(e.bEndpointAddress) == direction
 
+
+
+def port_disable_file(dev: usb.core.Device) -> Path:
+    """The hub port's `disable` attribute: writing 1 powers the port off (a host-side unplug)."""
+    name = f"{dev.bus}-" + ".".join(map(str, dev.port_numbers))
+    link = Path("/sys/bus/usb/devices") / name / "port" / "disable"
+    if link.exists():
+        return link
+    if len(dev.port_numbers) == 1:  # root hub port, for kernels without the `port` link
+        bus, port = dev.bus, dev.port_numbers[0]
+        return Path(f"/sys/bus/usb/devices/usb{bus}/{bus}-0:1.0/usb{bus}-port{port}/disable")
+    raise FileNotFoundError(f"no port disable attribute for {name}")

@@ -39,6 +39,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="gadgetd-guest")
     parser.add_argument("--speed", choices=SPEED_OPTIONS, default="high")
     parser.add_argument("--result", type=Path, required=True)
+    parser.add_argument("--results", type=Path, help="host directory for the command's files")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -49,8 +50,9 @@ def main(argv=None) -> int:
         print(f"gadgetd-guest: cannot set up the USB stack: {exc}", file=sys.stderr)
         _write(args.result / "setup-failed", str(exc))
         return 125
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "GADGETD_VM": "1",
-           "GADGETD_VM_RESULT": str(args.result)}
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "GADGETD_VM": "1"}
+    if args.results:
+        env["GADGETD_RESULTS"] = str(args.results)
     status = subprocess.run(command, env=env).returncode
     if status < 0:  # killed by a signal: report it the way a shell does
         status = 128 - status

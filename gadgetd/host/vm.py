@@ -71,14 +71,22 @@ def new_result_dir() -> Path:
 
 def run(kernel: Kernel, command: list[str], speed: str = "high", timeout: float = 1800,
         memory: str = "2G", cpus: int = 2, quiet: bool = False, log=sys.stderr,
-        result_dir: Path | None = None) -> VmResult:
-    """Boot `kernel`, run `command` as root in the checkout's directory, stream its output."""
+        result_dir: Path | None = None, results: Path | None = None) -> VmResult:
+    """Boot `kernel`, run `command` as root in the checkout's directory, stream its output.
+
+    `results`: a host directory the command may write into (as $GADGETD_RESULTS)."""
     result_dir = result_dir or new_result_dir()
-    guest = [sys.executable, "-m", "gadgetd.host.guest", "--speed", speed,
-             "--result", str(result_dir), "--", *command]
+    options = ["--speed", speed, "--result", str(result_dir)]
     argv = [_vng(), "--run", str(kernel.image), "--disable-kvm", "--force-9p",
             "--memory", memory, "--cpus", str(cpus), "--rwdir", str(result_dir),
-            "--cwd", os.getcwd(), "--exec", shlex.join(guest)]
+            "--cwd", os.getcwd()]
+    if results is not None:
+        results = results.resolve()
+        results.mkdir(parents=True, exist_ok=True)
+        argv += ["--rwdir", str(results)]
+        options += ["--results", str(results)]
+    guest = [sys.executable, "-m", "gadgetd.host.guest", *options, "--", *command]
+    argv += ["--exec", shlex.join(guest)]
     if not quiet:
         versions = ", ".join(f"{p} {v}" for p, v in kernel.packages) or str(kernel.image)
         print(f"gadgetd-hil vm: booting {kernel.release} ({versions}), speed {speed}", file=log)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,14 +33,15 @@ class RunningDaemon:
     def __init__(self, template_path, *args):
         self.template_path = str(template_path)
         self.spec = template.load(self.template_path)
+        self.log = tempfile.TemporaryFile("w+")  # a pipe nobody reads would block the daemon
         self.proc = subprocess.Popen([sys.executable, "-m", "gadgetd", "run", self.template_path,
-                                      *map(str, args)], stderr=subprocess.PIPE, text=True)
+                                      *map(str, args)], stderr=self.log, text=True)
         self.selector = DeviceSelector(self.spec.id_vendor, self.spec.id_product)
 
     def wait_bound(self, timeout=60.0):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"gadgetd exited: {self.proc.stderr.read()}"
+            assert self.proc.poll() is None, f"gadgetd exited: {self.read_log()}"
             try:
                 return wait_for_device(self.selector, 1.0)
             except TimeoutError:
@@ -50,8 +52,16 @@ class RunningDaemon:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         self.status = self.proc.wait(60)
-        self.stderr = self.proc.stderr.read()
+        self.stderr = self.read_log()
         return self.status
+
+    def read_log(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
+
+    def stop_and_log(self) -> str:
+        assert self.stop() == 0, self.stderr
+        return self.stderr
 
 
 @pytest.fixture

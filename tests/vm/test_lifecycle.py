@@ -61,22 +61,42 @@ def test_failure_half_way_is_undone(tmp_path, loopback_template):
     assert ffs.mountpoints("loop0") == []
 
 
-def test_existing_gadget_refused_then_replaced(daemon, loopback_template):
-    first = daemon()
-    first.wait_bound()
-    first.stop(signal.SIGKILL)  # a crash: everything is left behind
-    assert configfs.gadget_dir(first.spec.name).exists()
+def test_someone_elses_gadget_refused_then_replaced(daemon, loopback_template):
+    spec = template.load(loopback_template)
+    os.mkdir(configfs.gadget_dir(spec.name))  # a gadget of that name, not made by gadgetd
     proc = gadgetd("run", loopback_template)
     assert proc.returncode == 3 and "already exists" in proc.stderr and "--replace" in proc.stderr
-    second = daemon(loopback_template, "--replace")
+    d = daemon(loopback_template, "--replace")
+    assert LoopbackDriver(d.wait_bound()).loopback(b"again") == b"again"
+    assert d.stop() == 0
+    assert configfs.leftovers(d.spec) == []
+
+
+def test_restart_after_crash_cleans_its_own_leftovers(daemon, loopback_template):
+    first = daemon()
+    first.wait_bound()
+    first.stop(signal.SIGKILL)  # a crash: the tree, the mount and the state file stay
+    assert configfs.gadget_dir(first.spec.name).exists()
+    second = daemon()
     assert LoopbackDriver(second.wait_bound()).loopback(b"again") == b"again"
-    assert second.stop() == 0
+    assert "removing gadget gadgetd-loopback left by gadgetd pid" in second.stop_and_log()
     assert configfs.leftovers(second.spec) == []
 
 
-def test_down_removes_a_crashed_gadget(daemon):
+def test_world_writable_template_refused(tmp_path, loopback_template):
+    t = tmp_path / "t.toml"
+    t.write_text(loopback_template.read_text())
+    t.chmod(0o666)
+    proc = gadgetd("run", t)
+    assert proc.returncode == 2 and "writable by others" in proc.stderr
+    assert proc.stderr.count("\n") == 1
+
+
+def test_down_refuses_a_served_gadget_and_removes_a_crashed_one(daemon):
     d = daemon()
     d.wait_bound()
+    proc = gadgetd("down", d.spec.name)
+    assert proc.returncode == 1 and "served by gadgetd pid" in proc.stderr
     d.stop(signal.SIGKILL)
     proc = gadgetd("down", d.spec.name)
     assert proc.returncode == 0, proc.stderr

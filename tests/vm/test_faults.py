@@ -1,0 +1,188 @@
+"""Fault suites against the real kernel (inside the VM). `make test` runs them at a tenth of the
+counts (GADGETD_FAULT_SCALE=0.1); `make test-faults` at full counts on the default and sid kernels.
+Each suite ends with no configfs residue, no stale FunctionFS mounts and no new WARNING/BUG/hung
+task in dmesg; cycle counts and time-to-recover figures go to $GADGETD_RESULTS when set."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+
+import pytest
+import usb.core
+import usb.util
+
+from gadgetd import configfs, ffs, runstate, template
+from gadgetd.host.device import LoopbackDriver, port_disable_file, wait_for_device, wait_for_removal
+from gadgetd.repro.kernel_log import KernelLog
+from gadgetd.repro.report import percentiles
+from tests.vm.conftest import dummy_hcd_params
+
+pytestmark = [pytest.mark.vm, pytest.mark.faults]
+SCALE = float(os.environ.get("GADGETD_FAULT_SCALE", "0.1"))
+
+
+def count(full: int) -> int:
+    return max(1, round(full * SCALE))
+
+
+@pytest.fixture
+def suite(request, loopback_template):
+    """Kernel log mark before; residue and new kernel complaints checked after; figures saved."""
+    log = KernelLog()
+    figures: dict = {"suite": request.node.name, "kernel": os.uname().release}
+    yield figures
+    spec = template.load(loopback_template)
+    assert configfs.leftovers(spec) == [], "configfs residue or stale mounts"
+    assert not ffs.mountpoints(next(iter(spec.functions)))
+    complaints = log.interesting()
+    figures["kernel_complaints"] = complaints
+    _save(figures)
+    assert complaints == [], f"the kernel complained: {complaints[:5]}"
+
+
+def _save(figures: dict) -> None:
+    out = os.environ.get("GADGETD_RESULTS")
+    line = json.dumps(figures)
+    print(f"\nfault figures: {line}")
+    if out:
+        with open(os.path.join(out, "faults.jsonl"), "a") as f:
+            f.write(line + "\n")
+
+
+def _recover_stats(samples: list[float]) -> dict:
+    stats = percentiles(samples)
+    return {"cycles": len(samples), "recover_p50_ms": stats.get("p50"),
+            "recover_max_ms": stats.get("max")}
+
+
+def _loopback_ok(selector, data: bytes, timeout=60.0) -> None:
+    dev = wait_for_device(selector, timeout)
+    try:
+        assert LoopbackDriver(dev).loopback(data) == data
+    finally:
+        usb.util.dispose_resources(dev)
+
+
+def test_host_disconnect_reconnect(daemon, suite):
+    d = daemon()
+    d.wait_bound()
+    samples = []
+    for _ in range(count(200)):
+        dev = d.selector.find()
+        disable = port_disable_file(dev)
+        usb.util.dispose_resources(dev)
+        disable.write_text("1")
+        wait_for_removal(d.selector, 30)
+        start = time.monotonic()
+        disable.write_text("0")
+        data = os.urandom(random.randint(0, 70000))
+        _loopback_ok(d.selector, data)
+        samples.append(time.monotonic() - start)
+    assert d.stop() == 0, d.stderr
+    suite.update(_recover_stats(samples))
+
+
+def test_sigkill_and_restart_with_no_disconnect(daemon, suite, loopback_template):
+    """The previous daemon dies; its instance is DEACTIVATED while the gadget stays bound. The
+    next start must come back without reopening it bound (that deadlocks some kernels)."""
+    samples = []
+    d = daemon(loopback_template, "--no-disconnect")
+    d.wait_bound()
+    for _ in range(count(50)):
+        d.stop(signal.SIGKILL)
+        start = time.monotonic()
+        d = daemon(loopback_template, "--no-disconnect")
+        _loopback_ok(d.selector, os.urandom(5000))
+        samples.append(time.monotonic() - start)
+        assert "deactivated" in d.read_log()
+    assert d.stop() == 0, d.stderr
+    stuck = [p for p in os.listdir("/proc") if p.isdigit() and _state(p) == "D"]
+    assert not stuck, f"tasks stuck in the kernel: {stuck}"
+    suite.update(_recover_stats(samples))
+
+
+def _state(pid: str) -> str:
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+        return stat[stat.rindex(")") + 2]
+    except (OSError, ValueError):
+        return ""
+
+
+def test_worker_killed_recovers_without_restart(daemon, suite, loopback_template):
+    d = daemon(loopback_template, "--no-disconnect")
+    d.wait_bound()
+    samples = []
+    for cycle in range(count(50)):
+        state = runstate.read(d.spec.name)
+        worker_pid = state["functions"]["loop0"]["pid"]
+        start = time.monotonic()
+        os.kill(worker_pid, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            state = runstate.read(d.spec.name) or state
+            if state["recovery_count"] > cycle and state["functions"]["loop0"]["pid"] != worker_pid:
+                break
+            time.sleep(0.05)
+        _loopback_ok(d.selector, os.urandom(3000))
+        samples.append(time.monotonic() - start)
+    assert d.proc.poll() is None, "the supervisor itself must survive"
+    assert d.stop() == 0, d.stderr
+    suite.update(_recover_stats(samples))
+
+
+def test_udc_module_reload_while_serving(daemon, suite):
+    d = daemon()
+    d.wait_bound()
+    params = dummy_hcd_params()
+    samples = []
+    for _ in range(count(10)):
+        subprocess.run(["rmmod", "dummy_hcd"], check=True)
+        start = time.monotonic()
+        subprocess.run(["modprobe", "dummy_hcd", *params], check=True)
+        _loopback_ok(d.selector, os.urandom(20000))
+        samples.append(time.monotonic() - start)
+    assert d.proc.poll() is None
+    assert runstate.read(d.spec.name)["recovery_count"] == 0
+    assert d.stop() == 0, d.stderr
+    suite.update(_recover_stats(samples))
+
+
+def test_fuzzed_control_requests(daemon, suite):
+    d = daemon()
+    dev = d.wait_bound()
+    rng = random.Random(0x6AD6E7D)
+    outcomes: dict = {}
+    for _ in range(count(10000)):
+        request_type = rng.randrange(256)
+        request = rng.randrange(256)
+        if request_type & 0x60 == 0 and request == 0x05:
+            continue  # SET_ADDRESS would only confuse the host's own bookkeeping
+        value, index = rng.randrange(65536), rng.randrange(65536)
+        length = rng.choice([0, 1, 2, 8, 64, 255, 4096, rng.randrange(4097)])
+        data = length if request_type & 0x80 else os.urandom(length)
+        try:
+            dev.ctrl_transfer(request_type, request, value, index, data, 200)
+            key = "ok"
+        except usb.core.USBTimeoutError:
+            key = "timeout"
+        except usb.core.USBError as exc:
+            key = str(exc.errno)
+        except ValueError:
+            key = "refused by pyusb"
+        outcomes[key] = outcomes.get(key, 0) + 1
+        if key == "19":  # the fuzz reset or unconfigured the device: find it again
+            dev = wait_for_device(d.selector, 30)
+    assert d.proc.poll() is None, "the daemon died"
+    assert runstate.read(d.spec.name)["recovery_count"] == 0, "a worker died"
+    dev = wait_for_device(d.selector, 30)
+    dev.set_configuration(1)
+    usb.util.dispose_resources(dev)
+    _loopback_ok(d.selector, os.urandom(100000))
+    assert d.stop() == 0, d.stderr
+    suite.update({"requests": sum(outcomes.values()), "outcomes": outcomes})
