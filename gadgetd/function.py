@@ -6,6 +6,7 @@ data path. Nothing a host sends may raise out of here: a request that fails is S
 
 from __future__ import annotations
 
+import errno
 import logging
 import struct
 from collections import Counter
@@ -13,6 +14,7 @@ from collections import Counter
 from functionfs import ch9
 
 from gadgetd import wire
+from gadgetd.aio import AioQueue
 from gadgetd.ffs import Ep0, SetupCancelled
 from gadgetd.template import FunctionSpec
 
@@ -122,3 +124,46 @@ class FunctionServer:
         for f in self.endpoints:
             f.close()
         self.ep0.close()
+
+
+class AioFunction(FunctionServer):
+    """A function whose endpoint I/O runs through one AIO queue (see gadgetd.aio)."""
+
+    CANCELLED = (-errno.ESHUTDOWN, -errno.ECONNRESET)
+
+    def __init__(self, spec: FunctionSpec, ep0: Ep0, endpoints: list, depth: int):
+        super().__init__(spec, ep0, endpoints)
+        self.queue = AioQueue(depth)
+        self.running = False
+        directions = [e.is_in for e in spec.endpoints]  # endpoint files follow descriptor order
+        self.ep_in = endpoints[directions.index(True)] if True in directions else None
+        self.ep_out = endpoints[directions.index(False)] if False in directions else None
+
+    def handlers(self) -> dict[int, object]:
+        return {**super().handlers(), self.queue.fileno(): self.queue.process}
+
+    def on_disable(self):
+        super().on_disable()
+        self.running = False  # in-flight requests complete with ESHUTDOWN and stay idle
+
+    def failed(self, direction: str, res: int) -> bool:
+        """Count a failed request; True when the endpoint is just not enabled (EAGAIN: newer
+        kernels report I/O on a disabled endpoint as a completion, not as a submit error)."""
+        if res == -errno.EAGAIN:
+            return True
+        cancelled = res in self.CANCELLED
+        self.counters[f"{direction}_cancelled" if cancelled else f"{direction}_errors"] += 1
+        if not cancelled:
+            log.warning("%s: bulk %s failed: %s", self.spec.name, direction.upper(),
+                        errno.errorcode.get(-res, res))
+        return False
+
+    def close(self) -> None:
+        self.running = False
+        try:
+            left = self.queue.cancel_all()
+            if left:
+                log.error("%s: %d AIO blocks did not finish after cancel", self.spec.name, left)
+            self.queue.close()
+        finally:
+            super().close()

@@ -23,7 +23,7 @@ _LANG_RE = re.compile(r"^0x[0-9a-fA-F]{1,4}$")
 _GADGET_STRING_KEYS = ("manufacturer", "product", "serialnumber")
 _BCD_USB = (0x0110, 0x0200, 0x0201, 0x0210, 0x0300, 0x0310, 0x0320)
 _TRANSFERS = {"bulk": 2, "interrupt": 3}
-FUNCTION_TYPES = ("loopback",)
+FUNCTION_TYPES = ("loopback", "sourcesink")
 EP0_OPEN_MODES = ("blocking", "nonblock")
 
 
@@ -84,6 +84,7 @@ class FunctionSpec:
     request_size: int = 16384
     queue_depth: int = 4
     user: str | None = None  # the worker's user; None: root
+    pattern: int = 0  # sourcesink: 0 all zeros, 1 (i % 63) per packet (Gadget Zero's patterns)
 
     @property
     def configfs_name(self) -> str:
@@ -310,6 +311,7 @@ def _function(table: _Table, name: str) -> FunctionSpec:
         request_size=request_size,
         queue_depth=table.get("queue_depth", int, 4, lo=1, hi=64),
         user=table.get("user", str, None),
+        pattern=table.get("pattern", int, 0, choices=(0, 1)) if ftype == "sourcesink" else 0,
     )
     if spec.user is not None and not re.fullmatch(r"[a-z_][a-z0-9_.-]{0,31}", spec.user):
         raise table.error("user", "not a valid user name", spec.user)

@@ -50,10 +50,9 @@ def send(channel: socket.socket, **message) -> None:
     channel.send(json.dumps(message).encode())
 
 
-def serve(fn: FunctionSpec, channel: socket.socket) -> int:
+def serve(fn: FunctionSpec, cls, channel: socket.socket) -> int:
     policy = Ep0OpenPolicy(nonblock=fn.ep0_open == "nonblock")
     stats = RetryStats()
-    cls = server_class(fn.type)
     ep0 = ffs.Ep0(fn.mountpoint, policy, stats)
     endpoints = []
     try:
@@ -100,9 +99,12 @@ def run(fn: FunctionSpec, channel: socket.socket, parent: int) -> None:
     """Entry point in the forked child; never returns."""
     status = 1
     try:
+        # Everything the worker imports is imported while still root: the unprivileged user
+        # may not be able to read the interpreter's own library directory.
+        cls = server_class(fn.type)
         drop_privileges(fn.user)
         _die_with_parent(parent)
-        status = serve(fn, channel)
+        status = serve(fn, cls, channel)
     except ffs.SetupCancelled:
         status = 1
     except BaseException as exc:

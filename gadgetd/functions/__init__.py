@@ -12,7 +12,7 @@ def _bulk_pair(spec: FunctionSpec) -> str | None:
     return None
 
 
-_LAYOUTS = {"loopback": _bulk_pair}
+_LAYOUTS = {"loopback": _bulk_pair, "sourcesink": _bulk_pair}
 
 
 def check_layout(spec: FunctionSpec) -> str | None:
@@ -25,4 +25,8 @@ def server_class(type_name: str):
         from gadgetd.functions.loopback import Loopback
 
         return Loopback
+    if type_name == "sourcesink":
+        from gadgetd.functions.sourcesink import SourceSink
+
+        return SourceSink
     raise KeyError(type_name)

@@ -20,28 +20,23 @@ import logging
 
 import libaio
 
-from gadgetd.aio import AioQueue, buffer_pool
-from gadgetd.function import FunctionServer, Stall
+from gadgetd.aio import buffer_pool
+from gadgetd.function import AioFunction, Stall
 
 log = logging.getLogger(__name__)
 
 ECHO_OUT, ECHO_IN, STATUS = 0x01, 0x02, 0x03
 ECHO_MAX = 4096
-_CANCELLED = (-errno.ESHUTDOWN, -errno.ECONNRESET)
 
 
-class Loopback(FunctionServer):
+class Loopback(AioFunction):
     vendor_requests = {ECHO_OUT: "echo_out", ECHO_IN: "echo_in", STATUS: "send_status"}
 
     def __init__(self, spec, ep0, endpoints):
-        super().__init__(spec, ep0, endpoints)
-        directions = [e.is_in for e in spec.endpoints]  # endpoint files follow descriptor order
-        self.ep_in = endpoints[directions.index(True)]
-        self.ep_out = endpoints[directions.index(False)]
-        self.echo = b""
         depth, size = spec.queue_depth, spec.request_size
+        super().__init__(spec, ep0, endpoints, 3 * depth)
+        self.echo = b""
         self.request_size = size
-        self.queue = AioQueue(3 * depth)
         self.buffers = buffer_pool(depth, size)
         self.views = [memoryview(b) for b in self.buffers]
         self.reads = [self.queue.block(libaio.AIOBLOCK_MODE_READ, self.ep_out,
@@ -56,10 +51,6 @@ class Loopback(FunctionServer):
         self.idle = list(range(depth))  # buffers neither being read into nor written from
         self.zlps: list[libaio.AIOBlock] = []  # spare zero-length IN blocks
         self.max_packet = 512
-        self.running = False
-
-    def handlers(self):
-        return {**super().handlers(), self.queue.fileno(): self.queue.process}
 
     # --- events -----------------------------------------------------------------------------
     def on_enable(self):
@@ -74,10 +65,6 @@ class Loopback(FunctionServer):
         self.running = True
         self._fill()
 
-    def on_disable(self):
-        super().on_disable()
-        self.running = False  # in-flight blocks complete with ESHUTDOWN and stay idle
-
     # --- data path --------------------------------------------------------------------------
     def _fill(self) -> None:
         while self.running and self.idle:
@@ -89,14 +76,8 @@ class Loopback(FunctionServer):
     def _read_done(self, i: int, res: int) -> None:
         if res < 0:
             self.idle.append(i)
-            if res == -errno.EAGAIN:
-                # Newer kernels report a read on a disabled endpoint as a completion, not as a
-                # submit error: wait for ENABLE instead of resubmitting in a loop.
-                return
-            self.counters["out_cancelled" if res in _CANCELLED else "out_errors"] += 1
-            if res not in _CANCELLED:
-                log.warning("%s: bulk OUT failed: %s", self.spec.name, errno.errorcode.get(-res))
-            self._fill()  # SET_INTERFACE re-enables at once: the ENABLE may already be handled
+            if not self.failed("out", res):
+                self._fill()  # SET_INTERFACE re-enables at once: ENABLE may already be handled
             return
         self.counters["bytes_out"] += res
         write = self.writes[i]
@@ -121,17 +102,15 @@ class Loopback(FunctionServer):
 
     def _zlp_done(self, block, res, _res2) -> None:
         self.zlps.append(block)
-        if res < 0:
-            self.counters["in_cancelled" if res in _CANCELLED else "in_errors"] += 1
+        if res < 0 and self.failed("in", res):
+            self.counters["dropped_zlps"] += 1
 
     def _write_done(self, i: int, res: int) -> None:
         if res == -errno.EAGAIN:  # IN was disabled before the echo could be queued
             self._dropped(i, self.sizes[i])
             return
         if res < 0:
-            self.counters["in_cancelled" if res in _CANCELLED else "in_errors"] += 1
-            if res not in _CANCELLED:
-                log.warning("%s: bulk IN failed: %s", self.spec.name, errno.errorcode.get(-res))
+            self.failed("in", res)
         else:
             self.counters["bytes_looped"] += res
         self.idle.append(i)
@@ -159,13 +138,3 @@ class Loopback(FunctionServer):
         if not setup.is_in:
             raise Stall()
         self.ep0.reply(json.dumps(self.status(), sort_keys=True).encode()[: setup.length])
-
-    def close(self) -> None:
-        self.running = False
-        try:
-            left = self.queue.cancel_all()
-            if left:
-                log.error("%s: %d AIO blocks did not finish after cancel", self.spec.name, left)
-            self.queue.close()
-        finally:
-            super().close()
