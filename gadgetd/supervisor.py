@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from gadgetd import configfs, ffs, runstate, udc, worker
+from gadgetd import configfs, controllers, ffs, runstate, udc, worker
 from gadgetd.errors import GadgetdError, SetupError, TemplateError
 from gadgetd.notify import Notifier
 from gadgetd.template import FunctionSpec, GadgetSpec
@@ -96,6 +96,11 @@ class Supervisor:
         log.info("leftovers removed in %.0f ms (the reset ran in umount, not in open)",
                  (time.monotonic() - start) * 1e3)
 
+    def _check_budget(self, udc_name: str) -> None:
+        problems = controllers.check(self.spec, controllers.controller_of(udc_name))
+        if problems:
+            raise SetupError(f"UDC {udc_name} cannot serve {self.spec.name}: {problems[0]}")
+
     def _mount_options(self, fn: FunctionSpec) -> FunctionSpec:
         """FunctionFS files belong to the worker's user unless the template says otherwise."""
         if fn.user is None:
@@ -122,6 +127,7 @@ class Supervisor:
         functions = {name: self._mount_options(fn) for name, fn in spec.functions.items()}
         if not self.wait_for_udc:
             self.udc_name = udc.resolve(spec.udc)  # before anything is touched
+            self._check_budget(self.udc_name)
         configfs.ensure_configfs()
         self._clean_leftovers()
         for fn in functions.values():
@@ -215,6 +221,7 @@ class Supervisor:
             return False
         try:
             name = udc.resolve(self.spec.udc)
+            self._check_budget(name)
         except SetupError as exc:
             self._status(f"waiting for UDC: {exc}")
             return False

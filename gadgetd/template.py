@@ -120,6 +120,7 @@ class GadgetSpec:
     strings: dict[int, dict[str, str]]
     configs: tuple[ConfigSpec, ...]
     functions: dict[str, FunctionSpec]
+    controller: str | None = None  # the UDC's driver, for endpoint budgets (dwc2, dummy_udc)
 
     def with_overrides(self, udc=None, no_disconnect=None, nonblock=None) -> GadgetSpec:
         """Command-line flags win over the template."""
@@ -391,7 +392,18 @@ def parse(text: str, source: str) -> GadgetSpec:
         strings=_gadget_strings(gadget),
         configs=configs,
         functions=functions,
+        controller=gadget.get("controller", str, None),
     )
+    from gadgetd import controllers  # budgets per controller; they read this model
+
+    if spec.controller is not None and spec.controller not in controllers.BUDGETS:
+        raise gadget.error("controller", "must be one of " + ", ".join(controllers.BUDGETS),
+                           spec.controller)
+    named = spec.controller or (controllers.controller_of(spec.udc) if spec.udc != "auto"
+                                else None)
+    for problem in controllers.check(spec, named):
+        raise gadget.error("controller" if spec.controller else "udc", problem,
+                           spec.controller or spec.udc)
     gadget.done()
     root.done()
     mounts = [str(f.mountpoint) for f in functions.values()]
