@@ -8,7 +8,6 @@ from gadgetd import controllers, template
 from gadgetd.errors import TemplateError
 
 
-
 def loopback_with(text, controller):
     return text.replace('udc = "auto"', f'udc = "auto"\ncontroller = "{controller}"')
 
