@@ -67,6 +67,7 @@ def loop(mode: str, duration: float, paths: list[Path]) -> dict:
 
 
 def once(mode: str, path: Path) -> dict:
+    _emit({"opening": True})  # the parent's deadline starts here, not at interpreter start-up
     start = time.monotonic()
     try:
         fd = open_once(path, mode, RetryStats())
@@ -112,6 +113,7 @@ def _emit(obj) -> None:
 def main(argv: list[str]) -> int:
     kind, mode = argv[0], argv[1]
     if kind == "loop":
+        _emit({"opening": True})
         _emit(loop(mode, float(argv[2]), [Path(p) for p in argv[3:]]))
     elif kind == "once":
         _emit(once(mode, Path(argv[2])))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from gadgetd.host import drive
 from gadgetd.host.device import DeviceSelector, wait_for_device, wait_for_removal
 from gadgetd.repro.kernel_log import task_state
 
+STARTUP_TIMEOUT = 120.0  # seconds a child interpreter may take to start on a loaded machine
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "configfs_templates" / "loopback.toml"
 
 
@@ -165,23 +167,46 @@ class Rig:
                                  *map(str, args)], stdout=subprocess.PIPE, text=True)
 
     def wait_opener(self, proc: subprocess.Popen, deadline: float):
-        """(result dict, None) when the child finished in time; (None, evidence) when it did not.
+        """(result dict, None) when the child's opens finished in time; (None, evidence) when not.
 
-        Evidence of a task stuck in the kernel has state D (uninterruptible sleep): such a task
-        cannot be killed and is left where it is. Anything else is killed and raised as an error
-        of repro itself."""
-        try:
-            stdout, _ = proc.communicate(timeout=deadline)
-        except subprocess.TimeoutExpired:
+        The deadline counts from the child's "opening" line, so a slow interpreter start on a
+        loaded machine is not mistaken for a stuck open. Evidence of a task stuck in the kernel
+        has state D (uninterruptible sleep): such a task cannot be killed and is left where it
+        is. A child still running in any other state is killed and raised as repro's own error.
+        """
+        lines = []
+        started = False
+        end = time.monotonic() + STARTUP_TIMEOUT
+        while True:
+            remaining = end - time.monotonic()
+            ready, _, _ = select.select([proc.stdout], [], [], max(0.0, remaining))
+            if ready:
+                line = proc.stdout.readline()
+                if not line:
+                    break  # the child exited
+                if json.loads(line).get("opening") and not started:
+                    started = True
+                    end = time.monotonic() + deadline
+                else:
+                    lines.append(line)
+                continue
             evidence = task_state(proc.pid)
-            if evidence.get("state") == "D":
+            if started and evidence.get("state") == "D":
                 return None, evidence
             proc.kill()
-            raise SetupError(f"opener {proc.args[3:5]} did not finish in {deadline:g} s "
-                             f"(state {evidence.get('state')}, {evidence.get('wchan', '?')})"
-                             ) from None
-        lines = stdout.strip().splitlines()
+            phase = "its open" if started else "start-up"
+            raise SetupError(f"opener {proc.args[3:5]} did not finish {phase} in time "
+                             f"(state {evidence.get('state')}, {evidence.get('wchan', '?')})")
+        proc.wait()
+        if not lines:
+            raise SetupError(f"opener {proc.args[3:5]} exited {proc.returncode} without a result")
         return json.loads(lines[-1]), None
+
+    @staticmethod
+    def read_line(proc: subprocess.Popen, timeout: float) -> str | None:
+        """One line of a child's output, or None when none came within `timeout`."""
+        ready, _, _ = select.select([proc.stdout], [], [], timeout)
+        return proc.stdout.readline() or None if ready else None
 
     def cleanup(self) -> list[str]:
         self.stop()

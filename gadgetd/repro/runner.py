@@ -45,7 +45,12 @@ def run(nonblock: bool, names: list[str], duration: float, as_json: bool,
                 else:
                     print(f"repro: {name} ...", file=sys.stderr, flush=True)
                     start = time.monotonic()
-                    results[name] = ALL[name](rig, nonblock, duration)
+                    try:
+                        results[name] = ALL[name](rig, nonblock, duration)
+                    except (GadgetdError, OSError, TimeoutError) as exc:
+                        # This scenario is inconclusive; the others still count.
+                        results[name] = rep.ScenarioResult(name, notes=[f"repro failed: {exc}"])
+                        rig.cleanup()
                     results[name].seconds = round(time.monotonic() - start, 1)
                     stuck = results[name].hang is not None
                     print(f"repro: {name}: {results[name].verdict}", file=sys.stderr, flush=True)

@@ -13,9 +13,10 @@ from collections import Counter
 from pathlib import Path
 
 from gadgetd import wire
+from gadgetd.errors import SetupError
 from gadgetd.repro.kernel_log import KernelLog, task_state
 from gadgetd.repro.report import ABSENT, INCONCLUSIVE, PRESENT, ScenarioResult, percentiles
-from gadgetd.repro.rig import Rig
+from gadgetd.repro.rig import STARTUP_TIMEOUT, Rig
 
 OPEN_DEADLINE = 10.0  # seconds before a single open counts as hung
 RACERS, RACE_ROUNDS = 6, 2
@@ -136,14 +137,19 @@ def _race_round(rig: Rig, mode: str, blobs: tuple[Path, Path]) -> dict:
               for _ in range(RACERS)]
     os.close(release_r)
     try:
-        for r in racers:
-            r.stdout.readline()  # "ready": polling the release pipe
+        for r in racers:  # "ready": polling the release pipe
+            if rig.read_line(r, STARTUP_TIMEOUT) is None:
+                raise SetupError("a racer did not start")
         os.close(release_w)  # everyone wakes up at once
+        release_w = None
         results = []
         for r in racers:
-            line = r.stdout.readline()
-            if not line:
-                return {"hang": task_state(r.pid)}
+            line = rig.read_line(r, OPEN_DEADLINE)
+            if line is None:
+                evidence = task_state(r.pid)
+                if evidence.get("state") == "D":
+                    return {"hang": evidence}
+                raise SetupError(f"a racer did not report (state {evidence.get('state')})")
             results.append(json.loads(line))
         out = {"results": results, "vanished": False, "wrote": None}
         winners = [i for i, res in enumerate(results) if res["result"] == "ok"]
@@ -152,13 +158,16 @@ def _race_round(rig: Rig, mode: str, blobs: tuple[Path, Path]) -> dict:
             for blob in blobs:  # descriptors, then strings: ep files appear
                 first.stdin.write(f"write {blob}\n")
                 first.stdin.flush()
-                out["wrote"] = json.loads(first.stdout.readline())["write"]
+                line = rig.read_line(first, OPEN_DEADLINE)
+                out["wrote"] = json.loads(line)["write"] if line else "no answer"
             present_now = all(p.exists() for p in rig.ep_files)
             time.sleep(0.2)
             out["vanished"] = present_now and not all(p.exists() for p in rig.ep_files)
             out["ep_files_appeared"] = present_now
         return out
     finally:
+        if release_w is not None:
+            os.close(release_w)
         for r in racers:
             if r.poll() is None and r.stdin:
                 try:
