@@ -170,3 +170,39 @@ def status(as_json):
                        f"events {f.get('events', {})}, bytes looped "
                        f"{counters.get('bytes_looped', 0)}, ep0 opens {retries.get('operations', 0)}"
                        f" with {retries.get('retries_total', 0)} retries {retries.get('retries', {})}")
+
+
+@main.command("install-service")
+@click.argument("template_path", metavar="TEMPLATE", type=click.Path(exists=True, dir_okay=False))
+@click.option("--name", help="Instance name (default: the template's gadget name).")
+@click.option("--root", default="/", show_default=True, type=click.Path(file_okay=False),
+              help="Install under this root instead (an image being built; no systemctl).")
+@click.option("--start", is_flag=True, help="Start the service now too.")
+def install_service(template_path, name, root, start):
+    """Install TEMPLATE as /etc/gadgetd/NAME.toml and enable gadgetd@NAME.service."""
+    from pathlib import Path
+
+    from gadgetd.install import install
+
+    try:
+        for line in install(Path(template_path), name, Path(root), start):
+            click.echo(line)
+    except GadgetdError as exc:
+        fail(exc)
+
+
+@main.command("uninstall-service")
+@click.argument("name")
+@click.option("--root", default="/", show_default=True, type=click.Path(file_okay=False),
+              help="The root install-service used.")
+def uninstall_service(name, root):
+    """Stop and disable gadgetd@NAME.service and remove its template."""
+    from pathlib import Path
+
+    from gadgetd.install import uninstall
+
+    try:
+        for line in uninstall(name, Path(root)):
+            click.echo(line)
+    except GadgetdError as exc:
+        fail(exc)

@@ -174,3 +174,18 @@ def drive(device, serial, duration):
     except KeyboardInterrupt:
         pass
     click.echo("final: " + ", ".join(f"{k}={v}" for k, v in sorted(storm.stop().items())))
+
+
+@main.command("udev-rule")
+@click.option("--device", required=True, help="VID:PID of the gadget.")
+@click.option("--serial", help="Only the device with this serial number.")
+@click.option("--group", default="plugdev", show_default=True)
+def udev_rule(device, serial, group):
+    """Print a udev rule giving non-root users access to the gadget (save it in
+    /etc/udev/rules.d/70-gadgetd.rules, then 'udevadm control --reload; udevadm trigger')."""
+    from gadgetd.host.device import DeviceSelector
+    from gadgetd.host.device import udev_rule as rule
+
+    click.echo(rule(DeviceSelector.parse(device, serial), group), nl=False)
+if __name__ == "__main__":
+    main()

@@ -194,3 +194,12 @@ def port_disable_file(dev: usb.core.Device) -> Path:
         bus, port = dev.bus, dev.port_numbers[0]
         return Path(f"/sys/bus/usb/devices/usb{bus}/{bus}-0:1.0/usb{bus}-port{port}/disable")
     raise FileNotFoundError(f"no port disable attribute for {name}")
+
+
+def udev_rule(selector: DeviceSelector, group: str = "plugdev") -> str:
+    """A udev rule giving the logged-in user (uaccess) and `group` access to the device."""
+    serial = f', ATTR{{serial}}=="{selector.serial}"' if selector.serial else ""
+    return (f"# gadgetd: non-root access to {selector} for pyusb and the HIL suite\n"
+            f'SUBSYSTEM=="usb", ENV{{DEVTYPE}}=="usb_device", '
+            f'ATTR{{idVendor}}=="{selector.vendor:04x}", ATTR{{idProduct}}=="{selector.product:04x}"'
+            f'{serial}, MODE="0660", GROUP="{group}", TAG+="uaccess"\n')
