@@ -81,6 +81,13 @@ class GadgetTree:
             for fname in cfg.functions:
                 fn = s.functions[fname]
                 self._symlink(g / "functions" / fn.configfs_name, c / fn.configfs_name)
+        if s.os_desc is not None:
+            os_desc = g / "os_desc"
+            sysfs.write_attr(os_desc / "b_vendor_code", f"{s.os_desc.b_vendor_code:#04x}")
+            sysfs.write_attr(os_desc / "qw_sign", s.os_desc.qw_sign)
+            sysfs.write_attr(os_desc / "use", 1)
+            cfg = s.configs[s.os_desc.config - 1]
+            self._symlink(g / "configs" / cfg.configfs_name, os_desc / cfg.configfs_name)
 
 
 def remove_gadget(name: str) -> list[str]:
@@ -103,6 +110,9 @@ def remove_gadget(name: str) -> list[str]:
     if not g.is_dir():
         return failures
     attempt(f"unbind {name}", lambda: udc.unbind(g))
+    for link in sorted((g / "os_desc").glob("*")):
+        if link.is_symlink():  # the os_desc configuration link goes before the configuration
+            attempt(f"unlink {link}", lambda p=link: os.unlink(p))
     for c in sorted((g / "configs").iterdir()):
         for entry in sorted(c.iterdir()):
             if entry.is_symlink():

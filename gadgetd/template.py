@@ -73,6 +73,24 @@ class MountOptions:
 
 
 @dataclass(frozen=True)
+class OsDescriptors:
+    """A function's MS OS descriptors: what makes Windows bind WinUSB without an INF."""
+
+    compatible_id: str = "WINUSB"
+    sub_compatible_id: str = ""
+    properties: dict[str, str | tuple[str, ...]] = field(default_factory=dict)  # REG_SZ / MULTI_SZ
+
+
+@dataclass(frozen=True)
+class GadgetOsDesc:
+    """configfs os_desc: without use=1 and a linked configuration they are never served."""
+
+    b_vendor_code: int = 0xCD
+    qw_sign: str = "MSFT100"
+    config: int = 1
+
+
+@dataclass(frozen=True)
 class FunctionSpec:
     name: str  # FunctionFS instance: configfs functions/ffs.NAME and the mount source
     type: str
@@ -85,6 +103,7 @@ class FunctionSpec:
     queue_depth: int = 4
     user: str | None = None  # the worker's user; None: root
     pattern: int = 0  # sourcesink: 0 all zeros, 1 (i % 63) per packet (Gadget Zero's patterns)
+    os_desc: OsDescriptors | None = None
 
     @property
     def configfs_name(self) -> str:
@@ -121,6 +140,7 @@ class GadgetSpec:
     configs: tuple[ConfigSpec, ...]
     functions: dict[str, FunctionSpec]
     controller: str | None = None  # the UDC's driver, for endpoint budgets (dwc2, dummy_udc)
+    os_desc: GadgetOsDesc | None = None
 
     def with_overrides(self, udc=None, no_disconnect=None, nonblock=None) -> GadgetSpec:
         """Command-line flags win over the template."""
@@ -313,6 +333,7 @@ def _function(table: _Table, name: str) -> FunctionSpec:
         queue_depth=table.get("queue_depth", int, 4, lo=1, hi=64),
         user=table.get("user", str, None),
         pattern=table.get("pattern", int, 0, choices=(0, 1)) if ftype == "sourcesink" else 0,
+        os_desc=_function_os_desc(table.table("os_desc", required=False)),
     )
     if spec.user is not None and not re.fullmatch(r"[a-z_][a-z0-9_.-]{0,31}", spec.user):
         raise table.error("user", "not a valid user name", spec.user)
@@ -322,6 +343,47 @@ def _function(table: _Table, name: str) -> FunctionSpec:
     problem = check_layout(spec)
     if problem:
         raise table.error("endpoint", problem, [f"{e.transfer} {e.direction}" for e in endpoints])
+    return spec
+
+
+def _ascii_id(table: _Table, name: str, default: str) -> str:
+    value = table.get(name, str, default)
+    if len(value) > 8 or not value.isascii() or not all(c.isalnum() or c == "_" for c in value):
+        raise table.error(name, "must be at most 8 ASCII letters, digits or _", value)
+    return value
+
+
+def _function_os_desc(table: _Table | None) -> OsDescriptors | None:
+    if table is None:
+        return None
+    props_t = table.table("properties", required=False)
+    properties: dict[str, str | tuple[str, ...]] = {}
+    for name in props_t.data if props_t else ():
+        value = props_t.data[name]
+        props_t.seen.add(name)
+        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            properties[name] = tuple(value)
+        elif isinstance(value, str):
+            properties[name] = value
+        else:
+            raise props_t.error(name, "must be a string (REG_SZ) or an array of strings "
+                                "(REG_MULTI_SZ)", value)
+    spec = OsDescriptors(compatible_id=_ascii_id(table, "compatible_id", "WINUSB"),
+                         sub_compatible_id=_ascii_id(table, "sub_compatible_id", ""),
+                         properties=properties)
+    table.done()
+    return spec
+
+
+def _gadget_os_desc(table: _Table | None, configs: tuple) -> GadgetOsDesc | None:
+    if table is None:
+        return None
+    spec = GadgetOsDesc(b_vendor_code=table.get("b_vendor_code", int, 0xCD, lo=1, hi=0xFF),
+                        qw_sign=table.get("qw_sign", str, "MSFT100"),
+                        config=table.get("config", int, 1, lo=1, hi=len(configs)))
+    if len(spec.qw_sign) != 7 or not spec.qw_sign.isascii():
+        raise table.error("qw_sign", "must be 7 ASCII characters (MSFT100)", spec.qw_sign)
+    table.done()
     return spec
 
 
@@ -393,7 +455,11 @@ def parse(text: str, source: str) -> GadgetSpec:
         configs=configs,
         functions=functions,
         controller=gadget.get("controller", str, None),
+        os_desc=_gadget_os_desc(gadget.table("os_desc", required=False), configs),
     )
+    if any(f.os_desc for f in functions.values()) and spec.os_desc is None:
+        raise TemplateError(source, "[gadget.os_desc]", "missing section: a function declares "
+                            "MS OS descriptors, which the host is only served with it")
     from gadgetd import controllers  # budgets per controller; they read this model
 
     if spec.controller is not None and spec.controller not in controllers.BUDGETS:

@@ -6,6 +6,7 @@ Structures and builders come from python-functionfs; this module only decides wh
 from __future__ import annotations
 
 import ctypes
+import struct
 from dataclasses import dataclass
 
 import functionfs
@@ -97,10 +98,53 @@ def speed_descriptors(fn: FunctionSpec):
     return functionfs.getInterfaceInAllSpeeds(interface, endpoints)
 
 
+REG_SZ, REG_MULTI_SZ = 1, 7
+
+
+def _utf16z(text: str) -> bytes:
+    return (text + "\0").encode("utf-16-le")
+
+
+def os_descriptors(fn: FunctionSpec) -> list:
+    """MS OS descriptors for interface 0: extended compat ID, then extended properties."""
+    if fn.os_desc is None:
+        return []
+    d = fn.os_desc
+    compat = functionfs.OSExtCompatDesc(
+        bFirstInterfaceNumber=0, Reserved1=1,
+        CompatibleID=(ctypes.c_uint8 * 8)(*d.compatible_id.encode().ljust(8, b"\0")),
+        SubCompatibleID=(ctypes.c_uint8 * 8)(*d.sub_compatible_id.encode().ljust(8, b"\0")))
+    result = [functionfs.getOSDesc(0, [compat])]
+    if d.properties:
+        result.append(_ext_properties(d.properties))
+    return result
+
+
+def _ext_properties(properties: dict) -> functionfs.OSDescHeader:
+    """Extended properties for interface 0. Built here byte by byte: python-functionfs stores
+    names and values in c_char arrays, which cut UTF-16 text at its first NUL byte, and wants
+    every property of one layout."""
+    body = b""
+    for name, value in properties.items():
+        if isinstance(value, tuple):
+            data, kind = b"".join(_utf16z(v) for v in value) + b"\0\0", REG_MULTI_SZ
+        else:
+            data, kind = _utf16z(value), REG_SZ
+        key = _utf16z(name)
+        body += (struct.pack("<IIH", 14 + len(key) + len(data), kind, len(key)) + key
+                 + struct.pack("<I", len(data)) + data)
+    # header: interface, dwLength, bcdVersion 1, wIndex 5 (extended properties), wCount
+    raw = struct.pack("<BIHHH", 0, 11 + len(body), 1, 5, len(properties)) + body
+    klass = type("OSDescProperties", (functionfs.OSDescHeader,),
+                 {"_pack_": 1, "_fields_": [("body", ctypes.c_uint8 * len(body))]})
+    return klass.from_buffer_copy(raw)
+
+
 def descriptors_blob(fn: FunctionSpec, flags: int = 0) -> bytes:
-    """The v2 descriptor blob (FS, HS and SS sets) written first to ep0."""
+    """The v2 descriptor blob (FS, HS and SS sets, MS OS descriptors) written first to ep0."""
     fs, hs, ss = speed_descriptors(fn)
-    return bytes(functionfs.serialise(functionfs.getDescsV2(flags, fs, hs, ss)))
+    return bytes(functionfs.serialise(
+        functionfs.getDescsV2(flags, fs, hs, ss, os_descriptors(fn))))
 
 
 def strings_blob(fn: FunctionSpec) -> bytes:

@@ -34,8 +34,8 @@ GOLDEN_STRINGS = le32(2, 16 + 2 + len(STRING), 1, 1) + struct.pack("<H", 0x409) 
 
 
 @pytest.fixture
-def loop0(loopback_text):
-    return template.parse(loopback_text, "loopback.toml").functions["loop0"]
+def loop0(plain_loopback_text):
+    return template.parse(plain_loopback_text, "loopback.toml").functions["loop0"]
 
 
 def test_loopback_descriptors_golden(loop0):
@@ -54,16 +54,16 @@ def test_loopback_strings_golden(loop0):
     assert wire.strings_blob(loop0) == GOLDEN_STRINGS
 
 
-def test_interrupt_endpoint_and_burst(loopback_text):
-    text = loopback_text.replace('direction = "in"\ntransfer = "bulk"',
+def test_interrupt_endpoint_and_burst(plain_loopback_text):
+    text = plain_loopback_text.replace('direction = "in"\ntransfer = "bulk"',
                                  'direction = "in"\ntransfer = "bulk"\nmax_burst = 3')
     fn = template.parse(text, "t.toml").functions["loop0"]
     blob = wire.descriptors_blob(fn)
     assert blob.endswith(endpoint(0x82, 1024) + bytes([6, 0x30, 3, 0, 0, 0]))
 
 
-def test_no_interface_string_means_no_string_index(loopback_text):
-    text = loopback_text.replace('strings = { 0x409 = "gadgetd loopback" }\n', "")
+def test_no_interface_string_means_no_string_index(plain_loopback_text):
+    text = plain_loopback_text.replace('strings = { 0x409 = "gadgetd loopback" }\n', "")
     fn = template.parse(text, "t.toml").functions["loop0"]
     assert wire.descriptors_blob(fn)[24 + 8] == 0  # iInterface of the FS interface
     assert wire.strings_blob(fn) == le32(2, 16, 0, 0)
@@ -90,3 +90,50 @@ def test_parse_events_rejects_partial_record():
 def test_all_event_types_named():
     names = [wire.parse_events(bytes(8) + bytes([t, 0, 0, 0]))[0].name for t in range(7)]
     assert names == ["BIND", "UNBIND", "ENABLE", "DISABLE", "SETUP", "SUSPEND", "RESUME"]
+
+
+OS_DESC = '''
+[gadget.os_desc]
+b_vendor_code = 0xcd
+qw_sign = "MSFT100"
+
+[function.loop0.os_desc]
+compatible_id = "WINUSB"
+properties = { DeviceInterfaceGUID = "{8fe6d4d7-49dd-41e7-9486-49afc6bfe475}" }
+'''
+
+
+def test_ms_os_descriptors_golden(plain_loopback_text):
+    fn = template.parse(plain_loopback_text + OS_DESC, "t.toml").functions["loop0"]
+    blob = wire.descriptors_blob(fn)
+    # Extended compat ID: interface 0, dwLength 35, bcdVersion 1, wIndex 4, bCount 1, reserved,
+    # then bFirstInterfaceNumber 0, Reserved1 1, "WINUSB\0\0", 8 zero bytes, 6 reserved zeros.
+    compat = (bytes([0]) + struct.pack("<IHHBB", 35, 1, 4, 1, 0)
+              + bytes([0, 1]) + b"WINUSB\0\0" + bytes(8) + bytes(6))
+    name = "DeviceInterfaceGUID\0".encode("utf-16-le")  # 40 bytes
+    value = "{8fe6d4d7-49dd-41e7-9486-49afc6bfe475}\0".encode("utf-16-le")  # 78 bytes
+    prop = (struct.pack("<IIH", 4 + 4 + 2 + len(name) + 4 + len(value), 1, len(name)) + name
+            + struct.pack("<I", len(value)) + value)
+    props = bytes([0]) + struct.pack("<IHHH", 11 + len(prop), 1, 5, 1) + prop
+    assert blob[8:12] == le32(FLAGS | 8)  # HAS_MS_OS_DESC
+    assert blob[12:28] == le32(3, 3, 5, 2)  # fs, hs, ss, os counts
+    assert blob[28:].startswith(FS + HS + SS)
+    assert blob.endswith(compat + props)
+    assert len(blob) == 16 + len(BODY) + len(compat) + len(props)
+
+
+def test_multi_sz_property(plain_loopback_text):
+    text = plain_loopback_text + OS_DESC.replace(
+        'DeviceInterfaceGUID = "{8fe6d4d7-49dd-41e7-9486-49afc6bfe475}"',
+        'DeviceInterfaceGUIDs = ["{a}", "{b}"]')
+    fn = template.parse(text, "t.toml").functions["loop0"]
+    data = "{a}\0{b}\0\0".encode("utf-16-le")
+    assert wire.descriptors_blob(fn).endswith(struct.pack("<I", len(data)) + data)
+    assert struct.pack("<I", 7) in wire.descriptors_blob(fn)  # REG_MULTI_SZ
+
+
+def test_os_desc_needs_the_gadget_section(plain_loopback_text):
+    text = plain_loopback_text + '\n[function.loop0.os_desc]\ncompatible_id = "WINUSB"\n'
+    with pytest.raises(template.TemplateError) as exc:
+        template.parse(text, "t.toml")
+    assert str(exc.value).startswith("t.toml: [gadget.os_desc]: missing section")

@@ -1,0 +1,59 @@
+"""MS OS 1.0 descriptors as Windows reads them: the 0xEE string, extended compat ID (WINUSB),
+extended properties (DeviceInterfaceGUID). Run when the template declares them."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+
+@pytest.fixture
+def os_desc(spec):
+    if spec.os_desc is None:
+        pytest.skip("the template declares no MS OS descriptors")
+    return spec.os_desc
+
+
+def test_os_string_descriptor(device, os_desc):
+    raw = bytes(device.ctrl_transfer(0x80, 0x06, 0x03EE, 0, 18))  # GET_DESCRIPTOR string 0xEE
+    assert raw[:2] == bytes([18, 3])
+    assert raw[2:16].decode("utf-16-le") == os_desc.qw_sign
+    assert raw[16] == os_desc.b_vendor_code
+
+
+def _functions_with_os_desc(spec):
+    cfg = spec.configs[spec.os_desc.config - 1]
+    return [spec.functions[name] for name in cfg.functions if spec.functions[name].os_desc]
+
+
+def test_extended_compat_id(device, spec, os_desc):
+    raw = bytes(device.ctrl_transfer(0xC0, os_desc.b_vendor_code, 0, 4, 4096))
+    length, version, index, count = struct.unpack_from("<IHHB", raw)
+    assert (length, version, index) == (len(raw), 0x0100, 4)
+    sections = [raw[16 + 24 * i: 16 + 24 * (i + 1)] for i in range(count)]
+    expected = _functions_with_os_desc(spec)
+    assert len(sections) >= len(expected)
+    for fn, section in zip(expected, sections, strict=False):
+        assert section[1] == 1
+        assert section[2:10] == fn.os_desc.compatible_id.encode().ljust(8, b"\0")
+        assert section[10:18] == fn.os_desc.sub_compatible_id.encode().ljust(8, b"\0")
+
+
+def test_extended_properties(device, spec, os_desc):
+    fn = _functions_with_os_desc(spec)[0]
+    if not fn.os_desc.properties:
+        pytest.skip("no extended properties declared")
+    raw = bytes(device.ctrl_transfer(0xC1, os_desc.b_vendor_code, 0, 5, 4096))
+    length, version, index, count = struct.unpack_from("<IHHH", raw)
+    assert (length, version, index, count) == (len(raw), 0x0100, 5, len(fn.os_desc.properties))
+    found, offset = {}, 10
+    for _ in range(count):
+        size, kind, name_len = struct.unpack_from("<IIH", raw, offset)
+        name = raw[offset + 10: offset + 10 + name_len].decode("utf-16-le").rstrip("\0")
+        (data_len,) = struct.unpack_from("<I", raw, offset + 10 + name_len)
+        data = raw[offset + 14 + name_len: offset + 14 + name_len + data_len]
+        text = data.decode("utf-16-le").rstrip("\0")
+        found[name] = tuple(text.split("\0")) if kind == 7 else text
+        offset += size
+    assert found == dict(fn.os_desc.properties)
