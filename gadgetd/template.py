@@ -361,13 +361,12 @@ def _function_os_desc(table: _Table | None) -> OsDescriptors | None:
     for name in props_t.data if props_t else ():
         value = props_t.data[name]
         props_t.seen.add(name)
-        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-            properties[name] = tuple(value)
-        elif isinstance(value, str):
-            properties[name] = value
-        else:
-            raise props_t.error(name, "must be a string (REG_SZ) or an array of strings "
-                                "(REG_MULTI_SZ)", value)
+        texts = value if isinstance(value, list) and value else [value]
+        if not all(isinstance(v, str) and v.isascii() and "\0" not in v for v in texts + [name]):
+            # f_fs doubles each length to widen the text to UTF-16: one byte per character.
+            raise props_t.error(name, "must be an ASCII string (REG_SZ) or an array of ASCII "
+                                "strings (REG_MULTI_SZ)", value)
+        properties[name] = tuple(value) if isinstance(value, list) else value
     spec = OsDescriptors(compatible_id=_ascii_id(table, "compatible_id", "WINUSB"),
                          sub_compatible_id=_ascii_id(table, "sub_compatible_id", ""),
                          properties=properties)

@@ -101,8 +101,8 @@ def speed_descriptors(fn: FunctionSpec):
 REG_SZ, REG_MULTI_SZ = 1, 7
 
 
-def _utf16z(text: str) -> bytes:
-    return (text + "\0").encode("utf-16-le")
+def _asciiz(text: str) -> bytes:
+    return (text + "\0").encode("ascii")
 
 
 def os_descriptors(fn: FunctionSpec) -> list:
@@ -121,16 +121,16 @@ def os_descriptors(fn: FunctionSpec) -> list:
 
 
 def _ext_properties(properties: dict) -> functionfs.OSDescHeader:
-    """Extended properties for interface 0. Built here byte by byte: python-functionfs stores
-    names and values in c_char arrays, which cut UTF-16 text at its first NUL byte, and wants
-    every property of one layout."""
+    """Extended properties for interface 0. FunctionFS takes names and string values as 8-bit
+    text and the composite layer widens them to UTF-16 for the host. Built here byte by byte:
+    python-functionfs wants every property of one layout."""
     body = b""
     for name, value in properties.items():
         if isinstance(value, tuple):
-            data, kind = b"".join(_utf16z(v) for v in value) + b"\0\0", REG_MULTI_SZ
+            data, kind = b"".join(_asciiz(v) for v in value) + b"\0", REG_MULTI_SZ
         else:
-            data, kind = _utf16z(value), REG_SZ
-        key = _utf16z(name)
+            data, kind = _asciiz(value), REG_SZ
+        key = _asciiz(name)
         body += (struct.pack("<IIH", 14 + len(key) + len(data), kind, len(key)) + key
                  + struct.pack("<I", len(data)) + data)
     # header: interface, dwLength, bcdVersion 1, wIndex 5 (extended properties), wCount

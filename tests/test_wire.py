@@ -110,8 +110,9 @@ def test_ms_os_descriptors_golden(plain_loopback_text):
     # then bFirstInterfaceNumber 0, Reserved1 1, "WINUSB\0\0", 8 zero bytes, 6 reserved zeros.
     compat = (bytes([0]) + struct.pack("<IHHBB", 35, 1, 4, 1, 0)
               + bytes([0, 1]) + b"WINUSB\0\0" + bytes(8) + bytes(6))
-    name = "DeviceInterfaceGUID\0".encode("utf-16-le")  # 40 bytes
-    value = "{8fe6d4d7-49dd-41e7-9486-49afc6bfe475}\0".encode("utf-16-le")  # 78 bytes
+    # FunctionFS takes 8-bit text; composite widens it to UTF-16 for the host.
+    name = b"DeviceInterfaceGUID\0"  # 20 bytes
+    value = b"{8fe6d4d7-49dd-41e7-9486-49afc6bfe475}\0"  # 39 bytes
     prop = (struct.pack("<IIH", 4 + 4 + 2 + len(name) + 4 + len(value), 1, len(name)) + name
             + struct.pack("<I", len(value)) + value)
     props = bytes([0]) + struct.pack("<IHHH", 11 + len(prop), 1, 5, 1) + prop
@@ -127,7 +128,7 @@ def test_multi_sz_property(plain_loopback_text):
         'DeviceInterfaceGUID = "{8fe6d4d7-49dd-41e7-9486-49afc6bfe475}"',
         'DeviceInterfaceGUIDs = ["{a}", "{b}"]')
     fn = template.parse(text, "t.toml").functions["loop0"]
-    data = "{a}\0{b}\0\0".encode("utf-16-le")
+    data = b"{a}\0{b}\0\0"
     assert wire.descriptors_blob(fn).endswith(struct.pack("<I", len(data)) + data)
     assert struct.pack("<I", 7) in wire.descriptors_blob(fn)  # REG_MULTI_SZ
 
@@ -137,3 +138,10 @@ def test_os_desc_needs_the_gadget_section(plain_loopback_text):
     with pytest.raises(template.TemplateError) as exc:
         template.parse(text, "t.toml")
     assert str(exc.value).startswith("t.toml: [gadget.os_desc]: missing section")
+
+
+def test_os_desc_properties_must_be_ascii(plain_loopback_text):
+    text = plain_loopback_text + OS_DESC.replace("{8fe6d4d7", "{8fé6d4d7")
+    with pytest.raises(template.TemplateError) as exc:
+        template.parse(text, "t.toml")
+    assert "function.loop0.os_desc.properties.DeviceInterfaceGUID" in str(exc.value)
