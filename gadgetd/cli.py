@@ -132,6 +132,23 @@ def repro(nonblock, scenarios, duration, as_json, record, template):
 
 
 @main.command()
+@click.argument("name")
+def reload(name):
+    """Make the gadgetd serving NAME re-read its template and re-enumerate (SIGHUP)."""
+    import os
+    import signal
+
+    from gadgetd import runstate
+
+    state = runstate.read(name)
+    if not state or not runstate.alive(state["pid"]):
+        click.echo(f"gadgetd: error: no running gadgetd serves {name!r}", err=True)
+        sys.exit(1)
+    os.kill(state["pid"], signal.SIGHUP)
+    click.echo(f"gadgetd pid {state['pid']} reloading {name}")
+
+
+@main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(as_json):
     """Gadgets, their UDC and its state, function state, counters and ep0 open retries."""

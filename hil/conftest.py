@@ -6,13 +6,14 @@ come from the template the gadget was built from (`--template`).
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 import usb.util
 
 from gadgetd import template as template_mod
-from gadgetd.host.board import LocalBoard
+from gadgetd.host.board import CONFIGFS_GADGETS, LocalBoard, SshBoard
 from gadgetd.host.device import DeviceSelector, LoopbackDriver, wait_for_device
 
 DEFAULT_TEMPLATE = Path(__file__).resolve().parent.parent / "configfs_templates" / "loopback.toml"
@@ -27,6 +28,10 @@ def pytest_addoption(parser):
     group.addoption("--serial", default=None, help="serial number, when several match")
     group.addoption("--appear-timeout", type=float, default=30.0,
                     help="seconds the device may take to appear")
+    group.addoption("--board", default=None,
+                    help="ssh://USER@HOST[:PORT]: control the board over SSH for the reconnect "
+                         "and restart tests (default: this machine, if it serves the gadget)")
+    group.addoption("--board-identity", default=None, help="SSH private key for --board")
 
 
 @pytest.fixture(scope="session")
@@ -61,8 +66,11 @@ def loopback(device) -> LoopbackDriver:
 
 
 @pytest.fixture
-def board(spec):
-    found = LocalBoard.find(spec.name)
-    if found is None:
-        pytest.skip(f"no device-side control: gadget {spec.name!r} is not served on this machine")
-    return found
+def board(spec, pytestconfig):
+    url = pytestconfig.getoption("--board")
+    if url:
+        return SshBoard(spec.name, url, pytestconfig.getoption("--board-identity"))
+    if (CONFIGFS_GADGETS / spec.name / "UDC").exists():
+        return LocalBoard(spec.name, gadgetd=str(Path(sys.executable).parent / "gadgetd"))
+    pytest.skip(f"no device-side control: gadget {spec.name!r} is not served on this machine; "
+                "pass --board ssh://USER@HOST")

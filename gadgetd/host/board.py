@@ -1,33 +1,79 @@
-"""Device-side control for HIL tests that change the gadget's state (unbind/bind the UDC).
-
-LocalBoard: the gadget is served on this machine (the VM with dummy_hcd, or a board testing
-itself); its configfs tree is right here.
-"""
+"""Device-side control for HIL tests that change the gadget's state: unbind/bind the UDC,
+make the daemon re-enumerate. The same operations either on this machine (the VM, or a board
+testing itself) or on a board over SSH (`--board ssh://USER@HOST[:PORT]`)."""
 
 from __future__ import annotations
 
+import shlex
+import subprocess
 from pathlib import Path
+from urllib.parse import urlparse
 
 CONFIGFS_GADGETS = Path("/sys/kernel/config/usb_gadget")
 
 
-class LocalBoard:
+class BoardError(Exception):
+    pass
+
+
+class Board:
+    """Runs shell commands on the board; subclasses say where."""
+
     def __init__(self, gadget: str):
         self.gadget = gadget
         self.udc_file = CONFIGFS_GADGETS / gadget / "UDC"
 
-    @classmethod
-    def find(cls, gadget: str) -> LocalBoard | None:
-        return cls(gadget) if (CONFIGFS_GADGETS / gadget / "UDC").exists() else None
+    def sh(self, command: str) -> str:
+        raise NotImplementedError
 
     def bound_udc(self) -> str:
-        return self.udc_file.read_text().strip()
+        return self.sh(f"cat {shlex.quote(str(self.udc_file))}").strip()
 
     def unbind(self) -> str:
         """Unbind the gadget (the host sees a disconnect); returns the UDC it was bound to."""
         udc = self.bound_udc()
-        self.udc_file.write_text("\n")
+        self.sh(f"echo > {shlex.quote(str(self.udc_file))}")
         return udc
 
     def bind(self, udc: str) -> None:
-        self.udc_file.write_text(udc + "\n")
+        self.sh(f"echo {shlex.quote(udc)} > {shlex.quote(str(self.udc_file))}")
+
+    def reload_daemon(self) -> None:
+        """The serving gadgetd re-reads its template and re-enumerates (SIGHUP)."""
+        self.sh(f"gadgetd reload {shlex.quote(self.gadget)}")
+
+
+class LocalBoard(Board):
+    def __init__(self, gadget: str, gadgetd: str = "gadgetd"):
+        super().__init__(gadget)
+        self.gadgetd = gadgetd
+
+    def sh(self, command: str) -> str:
+        command = command.replace("gadgetd reload", f"{shlex.quote(self.gadgetd)} reload", 1)
+        proc = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise BoardError(f"{command}: {proc.stderr.strip()}")
+        return proc.stdout
+
+
+class SshBoard(Board):
+    def __init__(self, gadget: str, url: str, identity: str | None = None):
+        super().__init__(gadget)
+        parsed = urlparse(url)
+        if parsed.scheme != "ssh" or not parsed.hostname:
+            raise BoardError(f"--board {url}: expected ssh://USER@HOST[:PORT]")
+        self.target = f"{parsed.username}@{parsed.hostname}" if parsed.username else parsed.hostname
+        self.options = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
+        if parsed.port:
+            self.options += ["-p", str(parsed.port)]
+        if identity:
+            self.options += ["-i", identity]
+        self.sudo = "" if parsed.username == "root" else "sudo -n "
+
+    def sh(self, command: str) -> str:
+        remote = f"{self.sudo}sh -c {shlex.quote(command)}"
+        proc = subprocess.run(["ssh", *self.options, self.target, remote], capture_output=True,
+                              text=True, check=False, timeout=60)
+        if proc.returncode != 0:
+            raise BoardError(f"ssh {self.target} {command}: {proc.stderr.strip()}")
+        return proc.stdout
