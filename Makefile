@@ -42,8 +42,9 @@ repro-full: setup ## Default matrix: bookworm 6.1.0-50 .. newest, trixie's and s
 bench-detection: setup ## Detection power of repro: 20 runs on a present and an absent kernel
 	$(PY) bench/detection_power.py --runs 20
 
-unit-test: setup ## Unit tests only (no root, no VM)
+unit-test: setup ## Unit tests (no root, no VM), then the wheel installed into a fresh venv
 	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -m wheel tests/test_wheel.py
 
 vm-test: setup ## Kernel tests (fault suites at 1/10), HIL suite in the VM at high, full, super speed
 	$(HIL) vm --kernel $(KERNEL) --speed high --results out/faults-$(KERNEL_TAG) -- sh -c \
