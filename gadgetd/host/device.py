@@ -187,9 +187,9 @@ def _direction(direction):
 def port_disable_file(dev: usb.core.Device) -> Path:
     """The hub port's `disable` attribute: writing 1 powers the port off (a host-side unplug)."""
     name = f"{dev.bus}-" + ".".join(map(str, dev.port_numbers))
-    link = Path("/sys/bus/usb/devices") / name / "port" / "disable"
-    if link.exists():
-        return link
+    link = Path("/sys/bus/usb/devices") / name / "port"
+    if (link / "disable").exists():
+        return link.resolve() / "disable"  # the port's own path outlives the device's
     if len(dev.port_numbers) == 1:  # root hub port, for kernels without the `port` link
         bus, port = dev.bus, dev.port_numbers[0]
         return Path(f"/sys/bus/usb/devices/usb{bus}/{bus}-0:1.0/usb{bus}-port{port}/disable")

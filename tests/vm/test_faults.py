@@ -60,8 +60,8 @@ def _recover_stats(samples: list[float]) -> dict:
             "recover_max_ms": stats.get("max")}
 
 
-def _loopback_ok(selector, data: bytes, timeout=60.0) -> None:
-    dev = wait_for_device(selector, timeout)
+def _loopback_ok(selector, data: bytes, timeout=60.0, gone_first=None) -> None:
+    dev = wait_for_device(selector, timeout, gone_first=gone_first)
     try:
         assert LoopbackDriver(dev).loopback(data) == data
     finally:
@@ -94,10 +94,11 @@ def test_sigkill_and_restart_with_no_disconnect(daemon, suite, loopback_template
     d = daemon(loopback_template, "--no-disconnect")
     d.wait_bound()
     for _ in range(count(50)):
+        old = d.selector.find()  # the host keeps seeing it after the crash (no_disconnect)
         d.stop(signal.SIGKILL)
         start = time.monotonic()
         d = daemon(loopback_template, "--no-disconnect")
-        _loopback_ok(d.selector, os.urandom(5000))
+        _loopback_ok(d.selector, os.urandom(5000), gone_first=old)
         samples.append(time.monotonic() - start)
         assert "deactivated" in d.read_log()
     assert d.stop() == 0, d.stderr
@@ -121,6 +122,7 @@ def test_worker_killed_recovers_without_restart(daemon, suite, loopback_template
     for cycle in range(count(50)):
         state = runstate.read(d.spec.name)
         worker_pid = state["functions"]["loop0"]["pid"]
+        old = d.selector.find()
         start = time.monotonic()
         os.kill(worker_pid, signal.SIGKILL)
         deadline = time.monotonic() + 60
@@ -129,7 +131,7 @@ def test_worker_killed_recovers_without_restart(daemon, suite, loopback_template
             if state["recovery_count"] > cycle and state["functions"]["loop0"]["pid"] != worker_pid:
                 break
             time.sleep(0.05)
-        _loopback_ok(d.selector, os.urandom(3000))
+        _loopback_ok(d.selector, os.urandom(3000), gone_first=old)
         samples.append(time.monotonic() - start)
     assert d.proc.poll() is None, "the supervisor itself must survive"
     assert d.stop() == 0, d.stderr

@@ -96,6 +96,7 @@ def test_fuzzed_template(text):
         message = str(exc)
         assert "\n" not in message and message.startswith("fuzz.toml: ")
         return
+    existed = {str(f.mountpoint) for f in spec.functions.values() if f.mountpoint.exists()}
     supervisor = Supervisor(spec)
     try:
         supervisor.bring_up()
@@ -104,5 +105,7 @@ def test_fuzzed_template(text):
     finally:
         failures = supervisor.tear_down()
     assert failures == []
-    assert configfs.leftovers(spec) == []
+    # A mount point that was there before (a refused "/", say) is not residue.
+    assert [x for x in configfs.leftovers(spec)
+            if not any(x == f"mount point {p}" for p in existed)] == []
     assert os.listdir(configfs.GADGETS) == []
