@@ -46,9 +46,10 @@ unit-test: setup ## Unit tests (no root, no VM), then the wheel installed into a
 	$(PY) -m pytest -q tests
 	$(PY) -m pytest -q -m wheel tests/test_wheel.py
 
-vm-test: setup ## Kernel tests (fault suites at 1/10), HIL suite in the VM at high, full, super speed
+vm-test: setup ## VM: kernel and fault tests (1/10 counts), systemd unit, HIL suite at 3 speeds
 	$(HIL) vm --kernel $(KERNEL) --speed high --results out/faults-$(KERNEL_TAG) -- sh -c \
 	  '$(PY) -m pytest -q -m vm tests/vm && $(HIL) local $(TEMPLATE) -q'
+	$(HIL) vm --kernel $(KERNEL) --systemd -- $(PY) -m pytest -q -m systemd tests/vm
 	$(HIL) vm --kernel $(KERNEL) --speed full -- $(HIL) local $(TEMPLATE) -q
 	$(HIL) vm --kernel $(KERNEL) --speed super -- $(HIL) local $(TEMPLATE) -q
 

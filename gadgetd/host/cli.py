@@ -36,8 +36,10 @@ def main():
               help="Seconds CMD may run after boot (then exit 124).")
 @click.option("--results", type=click.Path(file_okay=False),
               help="Host directory COMMAND may write into (its path is in $GADGETD_RESULTS).")
+@click.option("--systemd", is_flag=True,
+              help="Boot the machine's systemd as init; COMMAND runs as a service under it.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def vm(spec, modules_dir, speed, timeout, results, command):
+def vm(spec, modules_dir, speed, timeout, results, systemd, command):
     """Boot a kernel in QEMU with dummy_hcd and run COMMAND in it as root.
 
     Exit status: COMMAND's; 124 if it did not finish in time; 125 if the kernel did not boot.
@@ -47,7 +49,7 @@ def vm(spec, modules_dir, speed, timeout, results, command):
     try:
         kernel = kernels.resolve(spec, modules_dir)
         result = vm_mod.run(kernel, list(command), speed=speed, timeout=timeout,
-                            results=Path(results) if results else None)
+                            results=Path(results) if results else None, systemd=systemd)
     except GadgetdError as exc:
         _fail(exc)
     shutil.rmtree(result.result_dir, ignore_errors=True)

@@ -53,6 +53,21 @@ def _copy(src, dst) -> None:
         out.flush()
 
 
+def _follow(path: Path, dst, proc: subprocess.Popen) -> None:
+    """tail -f `path` to `dst` until `proc` has exited and the file has no more."""
+    out = dst.buffer
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(65536)
+            if chunk:
+                out.write(chunk)
+                out.flush()
+            elif proc.poll() is not None:
+                return
+            else:
+                time.sleep(0.2)
+
+
 def _kill(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -69,12 +84,30 @@ def new_result_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="vm-", dir=runs))
 
 
+SYSTEMD_GUEST = Path(__file__).resolve().parent / "systemd_guest"
+
+
+def _systemd_argv(argv: list[str], guest: list[str], result_dir: Path) -> list[str]:
+    """Boot the machine's systemd as PID 1 (virtme-ng --systemd) and run `guest` as the
+    kernel-command-line.service, after basic.target; see systemd_guest/ for why each piece."""
+    (result_dir / "cmd.sh").write_text(f"exec {shlex.join(guest)}\n")
+    append = " ".join([
+        f"PATH={SYSTEMD_GUEST / 'bin'}:/usr/sbin:/usr/bin:/sbin:/bin",
+        f"systemd.run={SYSTEMD_GUEST / 'run.sh'}",
+        "systemd.run_success_action=poweroff", "systemd.run_failure_action=poweroff",
+        f"systemd.setenv=GADGETD_RESULT={result_dir}", f"systemd.setenv=GADGETD_CWD={os.getcwd()}",
+        "panic=-1"])
+    return [*argv, "--systemd", "--append", append, "--qemu-opts=-no-reboot"]
+
+
 def run(kernel: Kernel, command: list[str], speed: str = "high", timeout: float = 1800,
         memory: str = "2G", cpus: int = 2, quiet: bool = False, log=sys.stderr,
-        result_dir: Path | None = None, results: Path | None = None) -> VmResult:
+        result_dir: Path | None = None, results: Path | None = None,
+        systemd: bool = False) -> VmResult:
     """Boot `kernel`, run `command` as root in the checkout's directory, stream its output.
 
-    `results`: a host directory the command may write into (as $GADGETD_RESULTS)."""
+    `results`: a host directory the command may write into (as $GADGETD_RESULTS).
+    `systemd`: the machine's systemd runs as init and `command` as a service under it."""
     result_dir = result_dir or new_result_dir()
     options = ["--speed", speed, "--result", str(result_dir)]
     argv = [_vng(), "--run", str(kernel.image), "--disable-kvm", "--force-9p",
@@ -86,7 +119,10 @@ def run(kernel: Kernel, command: list[str], speed: str = "high", timeout: float 
         argv += ["--rwdir", str(results)]
         options += ["--results", str(results)]
     guest = [sys.executable, "-m", "gadgetd.host.guest", *options, "--", *command]
-    argv += ["--exec", shlex.join(guest)]
+    if systemd:
+        argv = _systemd_argv(argv, guest, result_dir)
+    else:
+        argv += ["--exec", shlex.join(guest)]
     if not quiet:
         versions = ", ".join(f"{p} {v}" for p, v in kernel.packages) or str(kernel.image)
         print(f"gadgetd-hil vm: booting {kernel.release} ({versions}), speed {speed}", file=log)
@@ -95,10 +131,19 @@ def run(kernel: Kernel, command: list[str], speed: str = "high", timeout: float 
     env = {**os.environ, "PATH": f"{Path(argv[0]).parent}:{os.environ.get('PATH', '')}"}
     # QEMU opens /proc/self/fd/1 and /2 itself; through pipes its writes cannot clobber a file
     # both streams share, and the copy threads stream the guest's output as it comes.
-    proc = subprocess.Popen(argv, start_new_session=True, stdin=subprocess.DEVNULL, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    copiers = [threading.Thread(target=_copy, args=(src, dst), daemon=True)
-               for src, dst in ((proc.stdout, sys.stdout), (proc.stderr, sys.stderr))]
+    if systemd:
+        # The serial console carries systemd's boot; the command's output is in `log`.
+        with open(result_dir / "console", "wb") as console:
+            proc = subprocess.Popen(argv, start_new_session=True, stdin=subprocess.DEVNULL,
+                                    env=env, stdout=console, stderr=subprocess.STDOUT)
+        (result_dir / "log").touch()
+        copiers = [threading.Thread(target=_follow, args=(result_dir / "log", sys.stdout, proc),
+                                    daemon=True)]
+    else:
+        proc = subprocess.Popen(argv, start_new_session=True, stdin=subprocess.DEVNULL, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        copiers = [threading.Thread(target=_copy, args=(src, dst), daemon=True)
+                   for src, dst in ((proc.stdout, sys.stdout), (proc.stderr, sys.stderr))]
     for t in copiers:
         t.start()
     booted = finished = None

@@ -15,12 +15,10 @@ import pytest
 from gadgetd import configfs, template
 from gadgetd.host.device import DeviceSelector, wait_for_device
 
-pytestmark = pytest.mark.vm
-
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        if "tests/vm/" in str(item.fspath):
+        if "tests/vm/" in str(item.fspath) and not item.get_closest_marker("systemd"):
             item.add_marker(pytest.mark.vm)
 
 
@@ -86,8 +84,12 @@ def daemon(loopback_template):
 
 
 @pytest.fixture(autouse=True)
-def clean_configfs():
-    """Every VM test starts and must end with no gadget in configfs."""
+def clean_configfs(request):
+    """Every VM test starts and must end with no gadget in configfs (the systemd tests share
+    one service across tests and check its teardown themselves)."""
+    if request.node.get_closest_marker("systemd"):
+        yield
+        return
     assert not list(configfs.GADGETS.iterdir()), "a gadget was left by an earlier test"
     yield
     left = list(configfs.GADGETS.iterdir())
