@@ -85,14 +85,21 @@ def _wait_unbound(rig: Rig, timeout: float) -> bool:
     return not rig.bound()
 
 
-def deactivated_set_alt(rig: Rig, nonblock: bool, duration: float) -> ScenarioResult:
-    """Host SET_INTERFACE/SET_CONFIGURATION to a DEACTIVATED instance (documented: STALL), then a
-    device-side open right after (EBUSY while the scheduled reset runs, or success)."""
-    result, log = ScenarioResult("deactivated_set_alt"), KernelLog()
+def _deactivated_and_bound(rig: Rig, result: ScenarioResult) -> bool:
+    """A no_disconnect=1 instance whose daemon died: DEACTIVATED, the gadget still bound."""
     rig.serve(no_disconnect=True, daemon_nonblock=False)
     rig.deactivate()
     if not rig.bound():
         result.notes.append("the gadget did not stay bound after the daemon died")
+        return False
+    return True
+
+
+def deactivated_set_alt(rig: Rig, nonblock: bool, duration: float) -> ScenarioResult:
+    """Host SET_INTERFACE/SET_CONFIGURATION to a DEACTIVATED instance (documented: STALL), then a
+    device-side open right after (EBUSY while the scheduled reset runs, or success)."""
+    result, log = ScenarioResult("deactivated_set_alt"), KernelLog()
+    if not _deactivated_and_bound(rig, result):
         return _finish(result, log, rig)
     anomalies = []
     for request, send in (("set_interface", lambda: rig.host.set_interface(0)),
@@ -235,10 +242,7 @@ def deactivated_reopen(rig: Rig, nonblock: bool, duration: float) -> ScenarioRes
     """Reopen ep0 of a DEACTIVATED instance whose gadget is still bound. Where open() takes
     ffs->mutex, the reset it runs unbinds the gadget and the unbind wants the same mutex."""
     result, log = ScenarioResult("deactivated_reopen"), KernelLog()
-    rig.serve(no_disconnect=True, daemon_nonblock=False)
-    rig.deactivate()
-    if not rig.bound():
-        result.notes.append("the gadget did not stay bound after the daemon died")
+    if not _deactivated_and_bound(rig, result):
         return _finish(result, log, rig)
     proc = rig.run_opener("once", "raw" if nonblock else "blocking", rig.ep0)
     out, hang = rig.wait_opener(proc, OPEN_DEADLINE)
