@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import mmap
+import select
 import time
 
 import libaio
@@ -45,15 +46,15 @@ class AioQueue:
             self.eventfd.read()
         except BlockingIOError:
             return
-        while self.in_flight:
-            done = self._reap(min_nr=0, timeout=0)
-            if not done:
-                break
+        while self.in_flight and self._reap():
+            pass
 
-    def _reap(self, min_nr: int, timeout: float) -> int:
-        """Collect finished blocks (running their callbacks); a signal just means 'none yet'."""
+    def _reap(self) -> int:
+        """Collect finished blocks (running their callbacks) without waiting. Waiting is done on
+        the eventfd: python-libaio's timespec is 64-bit, which a 32-bit libaio.so.1 (bookworm
+        armel, the Pi Zero) reads as a C long, losing any fraction of a second."""
         try:
-            done = len(self.ctx.getEvents(min_nr=min_nr, timeout=timeout))
+            done = len(self.ctx.getEvents(min_nr=0, timeout=0))
         except InterruptedError:
             return 0
         self.in_flight -= done
@@ -67,7 +68,8 @@ class AioQueue:
             self.in_flight -= sum(r is not None for r in results)
             deadline = time.monotonic() + timeout
             while self.in_flight and time.monotonic() < deadline:
-                self._reap(min_nr=1, timeout=0.1)
+                select.select([self.eventfd], [], [], 0.1)
+                self.process()
         return self.in_flight
 
     def close(self) -> None:
