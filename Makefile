@@ -10,7 +10,7 @@ APT_PACKAGES := qemu-system-x86 busybox-static udev systemd libaio1 libusb-1.0-0
 	python3-venv
 
 .PHONY: help setup system-packages demo repro repro-full bench-detection test unit-test vm-test \
-	repro-test test-faults lint
+	repro-test test-faults test-armel lint
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -59,10 +59,13 @@ test-faults: setup ## Fault suites at full counts on the default and sid kernels
 	    env GADGETD_FAULT_SCALE=1 $(PY) -m pytest -q -m faults tests/vm || exit 1; \
 	done
 
+test-armel: setup ## Unit tests on 32-bit ARM (Pi Zero's armel) under qemu-user; root cached
+	scripts/armel-tests.sh "" -q
+
 repro-test: setup ## repro on the default kernel in the VM: complete, consistent, conclusive report
 	$(HIL) matrix --kernels $(KERNEL) --check --out out/repro-test
 
-test: unit-test vm-test repro-test ## Everything CI runs: unit tests, then VM tests on the default kernel
+test: unit-test test-armel vm-test repro-test ## Everything CI runs: unit tests, then VM tests on the default kernel
 
 lint: setup ## ruff
 	$(VENV)/bin/ruff check gadgetd tests hil
