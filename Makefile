@@ -7,9 +7,11 @@ KERNEL ?= debian:bookworm
 TEMPLATE ?= configfs_templates/loopback.toml
 KERNEL_TAG = $(subst debian:,,$(KERNEL))
 APT_PACKAGES := qemu-system-x86 busybox-static udev systemd libaio1 libusb-1.0-0 kmod file \
-	python3-venv
+	python3-venv gcc libc6-dev linux-libc-dev pkg-config libusb-1.0-0-dev libaio-dev \
+	linux-source-6.1 xz-utils
+BUILD := out/bench-build
 
-.PHONY: help setup system-packages demo repro repro-full bench-detection test unit-test vm-test \
+.PHONY: help setup system-packages demo repro repro-full bench bench-detection test unit-test vm-test \
 	repro-test test-faults test-armel lint
 
 help: ## List the targets
@@ -46,7 +48,13 @@ unit-test: setup ## Unit tests (no root, no VM), then the wheel installed into a
 	$(PY) -m pytest -q tests
 	$(PY) -m pytest -q -m wheel tests/test_wheel.py
 
-vm-test: setup ## VM: kernel and fault tests (1/10 counts), systemd unit, HIL suite at 3 speeds
+$(BUILD)/testusb: bench/build.sh bench/host_bulk.c
+	sh bench/build.sh $(BUILD)
+
+bench: setup ## Throughput, control latency, bring-up, ep0 open cost, RSS vs in-kernel and C
+	$(PY) bench/run.py
+
+vm-test: setup $(BUILD)/testusb ## VM: kernel and fault tests (1/10 counts), systemd unit, HIL suite at 3 speeds
 	$(HIL) vm --kernel $(KERNEL) --speed high --results out/faults-$(KERNEL_TAG) -- sh -c \
 	  '$(PY) -m pytest -q -m vm tests/vm && $(HIL) local $(TEMPLATE) -q'
 	$(HIL) vm --kernel $(KERNEL) --systemd -- $(PY) -m pytest -q -m systemd tests/vm

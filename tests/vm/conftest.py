@@ -85,9 +85,9 @@ def daemon(loopback_template):
 
 @pytest.fixture(autouse=True)
 def clean_configfs(request):
-    """Every VM test starts and must end with no gadget in configfs (the systemd tests share
-    one service across tests and check its teardown themselves)."""
-    if request.node.get_closest_marker("systemd"):
+    """Every VM test starts and must end with no gadget in configfs (tests that share one gadget
+    across a module check its teardown themselves)."""
+    if request.node.get_closest_marker("systemd") or "usbtest_on_gadgetd" in request.fixturenames:
         yield
         return
     assert not list(configfs.GADGETS.iterdir()), "a gadget was left by an earlier test"

@@ -1,0 +1,236 @@
+"""The bench inside the VM (root, dummy_hcd): every device side in turn, measured by one host
+program (host_bulk: libusb, fixed request size and queue depth), alternating sides each round.
+
+Device sides: gadgetd's sourcesink (`gadgetd run configfs_templates/sourcesink.toml`), the
+in-kernel SourceSink function (configfs), and the kernel's C FunctionFS examples ffs-test and
+aio_multibuff (built from linux-source by bench/build.sh). Results: one JSON file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from gadgetd import runstate  # noqa: E402
+from gadgetd.repro.report import percentiles  # noqa: E402
+
+CFG = Path("/sys/kernel/config/usb_gadget")
+SIZE, DEPTH, BYTES = 65536, 8, 64 << 20  # host_bulk's fixed request size, queue depth, volume
+GADGET_ZERO, FFS_EXAMPLE = "0525:a4a0", "0525:a4a4"
+
+
+def udc() -> str:
+    return sorted(os.listdir("/sys/class/udc"))[0]
+
+
+def write(path: Path, value) -> None:
+    path.write_text(f"{value}\n")
+
+
+def wait_configured(device: str, timeout: float = 60.0) -> float:
+    """The one watcher for every side: the moment the host has configured the device."""
+    vid, pid = device.split(":")
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        for d in Path("/sys/bus/usb/devices").iterdir():
+            try:
+                if ((d / "idVendor").read_text().strip(), (d / "idProduct").read_text().strip()) \
+                        == (vid, pid) and (d / "bConfigurationValue").read_text().strip():
+                    return time.monotonic()
+            except OSError:
+                continue
+        time.sleep(0.002)
+    raise TimeoutError(f"{device} was not configured within {timeout:g} s")
+
+
+def vmhwm_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+class Gadgetd:
+    name, device, directions = "gadgetd", GADGET_ZERO, ("in", "out")
+
+    def up(self) -> float:
+        start = time.monotonic()
+        self.proc = subprocess.Popen([str(ROOT / ".venv/bin/gadgetd"), "run",
+                                      str(ROOT / "configfs_templates/sourcesink.toml")],
+                                     stderr=subprocess.DEVNULL)
+        return wait_configured(self.device) - start
+
+    def rss_kib(self) -> dict:
+        state = runstate.read("gadgetd-sourcesink") or {}
+        worker = state.get("functions", {}).get("ss0", {}).get("pid")
+        return {"supervisor": vmhwm_kib(self.proc.pid),
+                "worker": vmhwm_kib(worker) if worker else 0}
+
+    def worker_pid(self) -> int:
+        return runstate.read("gadgetd-sourcesink")["functions"]["ss0"]["pid"]
+
+    def down(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(60)
+
+
+class KernelSourceSink:
+    """configfs SourceSink (usb_f_ss_lb): the in-kernel limit on this machine."""
+
+    name, device, directions = "kernel", GADGET_ZERO, ("in", "out")
+    g = CFG / "kss"
+
+    def up(self) -> float:
+        subprocess.run(["modprobe", "usb_f_ss_lb"], check=True)
+        g = self.g
+        for d in (g, g / "strings/0x409", g / "functions/SourceSink.ss0", g / "configs/c.1"):
+            d.mkdir()
+        write(g / "idVendor", "0x0525")
+        write(g / "idProduct", "0xa4a0")
+        write(g / "strings/0x409/product", "in-kernel SourceSink")
+        f = g / "functions/SourceSink.ss0"
+        write(f / "pattern", 0)
+        write(f / "bulk_buflen", SIZE)
+        write(f / "bulk_qlen", DEPTH)
+        (g / "configs/c.1/SourceSink.ss0").symlink_to(f)
+        start = time.monotonic()
+        write(g / "UDC", udc())
+        return wait_configured(self.device) - start
+
+    def down(self) -> None:
+        g = self.g
+        write(g / "UDC", "")
+        (g / "configs/c.1/SourceSink.ss0").unlink()
+        for d in (g / "configs/c.1", g / "functions/SourceSink.ss0", g / "strings/0x409", g):
+            d.rmdir()
+
+
+class FfsExample:
+    """A C FunctionFS daemon from tools/usb: configfs gadget + mount made first; bring-up is from
+    its exec to the host configuring it (the UDC bound as soon as its ep files exist)."""
+
+    device = FFS_EXAMPLE
+    g, mount = CFG / "ffsbench", Path("/run/ffs-bench")
+
+    def __init__(self, name: str, argv: list[str], directions: tuple[str, ...]):
+        self.name, self.argv, self.directions = name, argv, directions
+
+    def up(self) -> float:
+        g = self.g
+        for d in (g, g / "strings/0x409", g / "functions/ffs.bench", g / "configs/c.1"):
+            d.mkdir()
+        write(g / "idVendor", "0x0525")
+        write(g / "idProduct", "0xa4a4")
+        write(g / "strings/0x409/product", self.name)
+        (g / "configs/c.1/ffs.bench").symlink_to(g / "functions/ffs.bench")
+        self.mount.mkdir(exist_ok=True)
+        subprocess.run(["mount", "-t", "functionfs", "bench", str(self.mount)], check=True)
+        start = time.monotonic()
+        self.proc = subprocess.Popen(self.argv, cwd=self.mount, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        while not (self.mount / "ep1").exists():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited {self.proc.returncode}")
+            time.sleep(0.001)
+        write(g / "UDC", udc())
+        return wait_configured(self.device) - start
+
+    def down(self) -> None:
+        g = self.g
+        write(g / "UDC", "")
+        self.proc.kill()
+        self.proc.wait()
+        subprocess.run(["umount", str(self.mount)], check=True)
+        (g / "configs/c.1/ffs.bench").unlink()
+        for d in (g / "configs/c.1", g / "functions/ffs.bench", g / "strings/0x409", g):
+            d.rmdir()
+
+
+def host_bulk(build: Path, device: str, mode: str, *extra: str) -> dict:
+    argv = [str(build / "host_bulk"), "-d", device, "-t", "10000", *extra, mode]
+    if mode != "ctrl":
+        argv[-1:-1] = ["-s", str(SIZE), "-q", str(DEPTH), "-n", str(BYTES)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+    try:
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        return {"ok": False, "error": proc.stderr.strip()[-300:]}
+
+
+def ep0_open_cost(seconds: float) -> dict:
+    """gadgetd's O_NDELAY open with its retry policy vs a blocking open, under the same
+    contention (the repro rig: gadgetd serving, the host storming ep0)."""
+    from gadgetd.repro.rig import Rig
+
+    rig = Rig()
+    rig.serve(no_disconnect=False, daemon_nonblock=False)
+    storm = rig.host.storm()
+    result = {}
+    try:
+        for mode in ("policy", "blocking", "policy", "blocking"):
+            proc = rig.run_opener("loop", mode, seconds / 4, rig.ep0)
+            out, _ = rig.wait_opener(proc, seconds + 30)
+            result.setdefault(mode, []).extend(out["latencies"])
+    finally:
+        storm.stop()
+        rig.cleanup()
+    return {mode: percentiles(samples) for mode, samples in result.items()}
+
+
+def profile_out(build: Path, side: Gadgetd, seconds: float, out: Path) -> None:
+    """py-spy on the worker while the host writes: where the data path's time goes."""
+    pyspy = ROOT / ".venv/bin/py-spy"
+    record = subprocess.Popen([str(pyspy), "record", "--pid", str(side.worker_pid()),
+                               "--duration", str(int(seconds)), "--format", "raw",
+                               "--output", str(out / "profile-out.txt"), "--nonblocking"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1)
+    host_bulk(build, side.device, "out")
+    record.wait(120)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--build", type=Path, required=True)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    build = args.build
+    sides = [Gadgetd(), KernelSourceSink(),
+             FfsExample("ffs-test", [str(build / "ffs-test")], ("in", "out")),
+             FfsExample("aio_multibuff", [str(build / "aio_multibuff"), "."], ("in",))]
+    rows = []
+    for run in range(args.runs):
+        order = sides if run % 2 == 0 else sides[::-1]
+        for side in order:
+            row = {"run": run, "side": side.name, "bring_up_s": round(side.up(), 4)}
+            try:
+                for direction in side.directions:
+                    row[direction] = host_bulk(build, side.device, direction)
+                if side.name in ("gadgetd", "kernel"):
+                    row["ctrl"] = host_bulk(build, side.device, "ctrl", "-c", "2000", "-l", "64")
+                if side.name == "gadgetd":
+                    row["rss_kib"] = side.rss_kib()
+                    if run == 0:
+                        profile_out(build, side, 8, args.out)
+            finally:
+                side.down()
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    results = {"kernel": os.uname().release, "size": SIZE, "depth": DEPTH, "bytes": BYTES,
+               "rows": rows, "ep0_open_ms": ep0_open_cost(20)}
+    (args.out / "results.json").write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
