@@ -18,10 +18,17 @@ from pathlib import Path
 def guest(runs: int, duration: float, out: Path) -> int:
     verdicts = []
     for i in range(runs):
-        proc = subprocess.run([sys.executable, "-m", "gadgetd", "repro", "--nonblock", "--json",
-                               "--scenario", "contended_open", "--duration", str(duration)],
-                              capture_output=True, text=True, check=False)
-        report = json.loads(proc.stdout)
+        print(f"run {i + 1}/{runs} ...", file=sys.stderr, flush=True)
+        try:
+            proc = subprocess.run([sys.executable, "-m", "gadgetd", "repro", "--nonblock",
+                                   "--json", "--scenario", "contended_open",
+                                   "--duration", str(duration)],
+                                  capture_output=True, text=True, check=False, timeout=900)
+            report = json.loads(proc.stdout)
+        except (subprocess.TimeoutExpired, ValueError) as exc:
+            print(f"run {i + 1}: no report: {exc}", file=sys.stderr, flush=True)
+            verdicts.append({"verdict": "error", "exit": None, "eagain": 0, "attempts": 0})
+            continue
         s = report["scenarios"]["contended_open"]
         verdicts.append({"verdict": s["verdict"], "exit": proc.returncode,
                          "eagain": s["counts"].get("raw_EAGAIN", 0),
