@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 
 import functionfs
@@ -38,8 +39,28 @@ def mount(fn: FunctionSpec, undo: UndoLog) -> None:
     undo.push(f"umount {fn.mountpoint}", lambda: sysfs.umount(fn.mountpoint))
 
 
-def unmount(mountpoint: Path) -> None:
-    """Unmount; remove the mount point if that leaves it an empty directory."""
+def holders(mountpoint: Path) -> list[int]:
+    """Pids that have a file of this FunctionFS mount open."""
+    prefix = str(mountpoint).rstrip("/") + "/"
+    found = []
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            if any(os.readlink(fd.path).startswith(prefix) for fd in os.scandir(fd_dir)):
+                found.append(int(fd_dir.parent.name))
+        except OSError:  # the process exited, or a file closed, while we looked
+            continue
+    return found
+
+
+def unmount(mountpoint: Path, grace: float = 5.0) -> None:
+    """Unmount once no process holds its files (a killed daemon's worker takes a moment to
+    exit); remove the mount point if that leaves it an empty directory."""
+    deadline = time.monotonic() + grace
+    while (pids := holders(mountpoint)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if pids:
+        raise OSError(errno.EBUSY, f"still held open by pid {', '.join(map(str, pids))}",
+                      str(mountpoint))
     sysfs.umount(mountpoint)
     try:
         os.rmdir(mountpoint)

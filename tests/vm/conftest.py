@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gadgetd import configfs, template
+from gadgetd import configfs, runstate, template
 from gadgetd.host.device import DeviceSelector, wait_for_device
 
 
@@ -37,9 +37,14 @@ class RunningDaemon:
         self.selector = DeviceSelector(self.spec.id_vendor, self.spec.id_product)
 
     def wait_bound(self, timeout=60.0):
+        """The device this daemon bound (not one an earlier, killed daemon left enumerated)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, f"gadgetd exited: {self.read_log()}"
+            state = runstate.read(self.spec.name) or {}
+            if state.get("pid") != self.proc.pid or not state.get("bound"):
+                time.sleep(0.1)
+                continue
             try:
                 return wait_for_device(self.selector, 1.0)
             except TimeoutError:
