@@ -8,7 +8,7 @@ TEMPLATE ?= configfs_templates/loopback.toml
 KERNEL_TAG = $(subst debian:,,$(KERNEL))
 APT_PACKAGES := qemu-system-x86 busybox-static udev systemd libaio1 libusb-1.0-0 kmod file \
 	python3-venv gcc libc6-dev linux-libc-dev pkg-config libusb-1.0-0-dev libaio-dev \
-	linux-source-6.1 xz-utils
+	linux-source-6.1 xz-utils openssh-server openssh-client
 BUILD := out/bench-build
 
 .PHONY: help setup system-packages demo repro repro-full bench bench-detection test unit-test vm-test \

@@ -32,6 +32,8 @@ def pytest_addoption(parser):
                     help="ssh://USER@HOST[:PORT]: control the board over SSH for the reconnect "
                          "and restart tests (default: this machine, if it serves the gadget)")
     group.addoption("--board-identity", default=None, help="SSH private key for --board")
+    group.addoption("--board-ssh-config", default=None,
+                    help="ssh_config file for --board (host keys, jump hosts, ...)")
 
 
 @pytest.fixture(scope="session")
@@ -69,7 +71,8 @@ def loopback(device) -> LoopbackDriver:
 def board(spec, pytestconfig):
     url = pytestconfig.getoption("--board")
     if url:
-        return SshBoard(spec.name, url, pytestconfig.getoption("--board-identity"))
+        return SshBoard(spec.name, url, pytestconfig.getoption("--board-identity"),
+                        pytestconfig.getoption("--board-ssh-config"))
     if (CONFIGFS_GADGETS / spec.name / "UDC").exists():
         return LocalBoard(spec.name, gadgetd=str(Path(sys.executable).parent / "gadgetd"))
     pytest.skip(f"no device-side control: gadget {spec.name!r} is not served on this machine; "

@@ -57,7 +57,8 @@ class LocalBoard(Board):
 
 
 class SshBoard(Board):
-    def __init__(self, gadget: str, url: str, identity: str | None = None):
+    def __init__(self, gadget: str, url: str, identity: str | None = None,
+                 ssh_config: str | None = None):
         super().__init__(gadget)
         parsed = urlparse(url)
         if parsed.scheme != "ssh" or not parsed.hostname:
@@ -68,6 +69,8 @@ class SshBoard(Board):
             self.options += ["-p", str(parsed.port)]
         if identity:
             self.options += ["-i", identity]
+        if ssh_config:
+            self.options = ["-F", ssh_config, *self.options]
         self.sudo = "" if parsed.username == "root" else "sudo -n "
 
     def sh(self, command: str) -> str:

@@ -15,6 +15,8 @@ import pytest
 from gadgetd import configfs, runstate, template
 from gadgetd.host.device import DeviceSelector, wait_for_device
 
+REPO = Path(__file__).resolve().parents[2]
+
 
 def pytest_collection_modifyitems(items):
     for item in items:
@@ -69,7 +71,7 @@ class RunningDaemon:
 
 @pytest.fixture
 def loopback_template() -> Path:
-    return Path(__file__).resolve().parents[2] / "configfs_templates" / "loopback.toml"
+    return REPO / "configfs_templates" / "loopback.toml"
 
 
 @pytest.fixture
