@@ -28,6 +28,7 @@ system-packages: ## Install the Debian packages the VM bench needs (root; no-op 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q -e '.[dev]'
+	$(VENV)/bin/python -m compileall -q gadgetd hil  # the VM's root is read-only: no bytecode written there
 	touch $@
 
 setup: system-packages $(VENV)/.installed ## Debian packages (as root), the venv, editable install

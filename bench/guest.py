@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gadgetd import runstate  # noqa: E402
+from gadgetd import runstate, sysfs  # noqa: E402
 from gadgetd.repro.report import percentiles  # noqa: E402
 
 CFG = Path("/sys/kernel/config/usb_gadget")
@@ -133,7 +133,8 @@ class FfsExample:
         write(g / "strings/0x409/product", self.name)
         (g / "configs/c.1/ffs.bench").symlink_to(g / "functions/ffs.bench")
         self.mount.mkdir(exist_ok=True)
-        subprocess.run(["mount", "-t", "functionfs", "bench", str(self.mount)], check=True)
+        # mount(2) itself: mount(8) would turn the source "bench" into ./bench, our directory
+        sysfs.mount("bench", self.mount, "functionfs")
         start = time.monotonic()
         self.proc = subprocess.Popen(self.argv, cwd=self.mount, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
@@ -149,7 +150,7 @@ class FfsExample:
         write(g / "UDC", "")
         self.proc.kill()
         self.proc.wait()
-        subprocess.run(["umount", str(self.mount)], check=True)
+        sysfs.umount(self.mount)
         (g / "configs/c.1/ffs.bench").unlink()
         for d in (g / "configs/c.1", g / "functions/ffs.bench", g / "strings/0x409", g):
             d.rmdir()

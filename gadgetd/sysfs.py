@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 from pathlib import Path
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+_libc = ctypes.CDLL(None, use_errno=True)  # libc is already loaded; find_library would run ldconfig
 MNT_DETACH = 2
 
 
