@@ -76,8 +76,9 @@ def templates(draw):
         elif action == "add" and isinstance(parent, dict):
             parent[draw(st.sampled_from(["extra", "idVendr", "user", "ep0_open", "udc"]))] = (
                 draw(values))
-        elif action == "endpoints" and "loop0" in doc.get("function", {}):
-            doc["function"]["loop0"]["endpoint"] = draw(st.lists(endpoint, max_size=20))
+        elif action == "endpoints" and isinstance(fn := doc.get("function"), dict) and \
+                isinstance(fn.get("loop0"), dict):
+            fn["loop0"]["endpoint"] = draw(st.lists(endpoint, max_size=20))
     # Never let fuzzed FunctionFS mounts land on the machine's own directories.
     for fn in doc.get("function", {}).values() if isinstance(doc.get("function"), dict) else ():
         if isinstance(fn, dict) and isinstance(fn.get("mountpoint"), str) and \
