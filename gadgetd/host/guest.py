@@ -53,7 +53,11 @@ def main(argv=None) -> int:
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "GADGETD_VM": "1"}
     if args.results:
         env["GADGETD_RESULTS"] = str(args.results)
-    status = subprocess.run(command, env=env).returncode
+    try:
+        status = subprocess.run(command, env=env).returncode
+    except OSError as exc:  # as a shell reports it: 127 not found, 126 not executable
+        print(f"gadgetd-guest: {command[0]}: {exc.strerror}", file=sys.stderr)
+        status = 127 if isinstance(exc, FileNotFoundError) else 126
     if status < 0:  # killed by a signal: report it the way a shell does
         status = 128 - status
     _write(args.result / "status", f"{status}\n")
