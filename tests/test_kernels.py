@@ -51,3 +51,16 @@ def test_unknown_spec_is_a_bisect_skip():
     with pytest.raises(kernels.KernelError) as exc:
         kernels.resolve("/nonexistent/bzImage")
     assert exc.value.status == 125
+
+
+def test_checkout_under_tmp_is_shared_with_the_guest(monkeypatch, tmp_path):
+    """The guest mounts its own /tmp: a clone or venv there is passed with --rodir, once."""
+    from gadgetd.host import vm
+
+    monkeypatch.setattr(vm, "CHECKOUT", vm.GUEST_TMPFS / "clone")
+    monkeypatch.setattr(vm.sys, "prefix", str(vm.GUEST_TMPFS / "clone/.venv"))
+    monkeypatch.chdir("/")
+    assert vm._hidden_dirs() == [vm.GUEST_TMPFS / "clone"]
+    monkeypatch.setattr(vm, "CHECKOUT", vm.Path("/work/gadgetd"))
+    monkeypatch.setattr(vm.sys, "prefix", "/work/gadgetd/.venv")
+    assert vm._hidden_dirs() == []

@@ -85,6 +85,16 @@ def new_result_dir() -> Path:
 
 
 SYSTEMD_GUEST = Path(__file__).resolve().parent / "systemd_guest"
+CHECKOUT = Path(__file__).resolve().parents[2]
+GUEST_TMPFS = Path("/tmp")  # the guest mounts its own tmpfs there, hiding the host's
+
+
+def _hidden_dirs() -> list[Path]:
+    """What the guest needs (this checkout, the venv, the working directory) but would not see
+    because it lies under the guest's own /tmp: shared read-only, like the rest of the root."""
+    needed = sorted({p for p in (CHECKOUT, Path(sys.prefix).resolve(), Path.cwd().resolve())
+                     if p.is_relative_to(GUEST_TMPFS)})
+    return [p for p in needed if not any(p != q and p.is_relative_to(q) for q in needed)]
 
 
 def _systemd_argv(argv: list[str], guest: list[str], result_dir: Path) -> list[str]:
@@ -113,6 +123,8 @@ def run(kernel: Kernel, command: list[str], speed: str = "high", timeout: float 
     argv = [_vng(), "--run", str(kernel.image), "--disable-kvm", "--force-9p",
             "--memory", memory, "--cpus", str(cpus), "--rwdir", str(result_dir),
             "--cwd", os.getcwd()]
+    for directory in _hidden_dirs():
+        argv += ["--rodir", str(directory)]
     if results is not None:
         results = results.resolve()
         results.mkdir(parents=True, exist_ok=True)
