@@ -160,12 +160,18 @@ def test_fuzzed_control_requests(daemon, suite):
     dev = d.wait_bound()
     rng = random.Random(0x6AD6E7D)
     outcomes: dict = {}
+    interface = dev.get_active_configuration()[(0, 0)]
+    ours = [interface.bInterfaceNumber] + [e.bEndpointAddress for e in interface]
     for _ in range(count(10000)):
-        request_type = rng.randrange(256)
+        request_type, index = rng.randrange(256), rng.randrange(65536)
+        if rng.random() < 0.5:  # aimed at our interface or an endpoint of it, so that the
+            # request reaches the daemon's ep0 and not only the kernel's composite layer
+            index = rng.choice(ours)
+            request_type = (request_type & 0xE0) | (1 if index == ours[0] else 2)
         request = rng.randrange(256)
         if request_type & 0x60 == 0 and request == 0x05:
             continue  # SET_ADDRESS would only confuse the host's own bookkeeping
-        value, index = rng.randrange(65536), rng.randrange(65536)
+        value = rng.randrange(65536)
         length = rng.choice([0, 1, 2, 8, 64, 255, 4096, rng.randrange(4097)])
         data = length if request_type & 0x80 else os.urandom(length)
         try:
@@ -182,9 +188,13 @@ def test_fuzzed_control_requests(daemon, suite):
             dev = wait_for_device(d.selector, 30)
     assert d.proc.poll() is None, "the daemon died"
     assert runstate.read(d.spec.name)["recovery_count"] == 0, "a worker died"
+    usb.util.dispose_resources(dev)  # pyusb claimed our interface for interface requests
     dev = wait_for_device(d.selector, 30)
-    dev.set_configuration(1)
+    dev.set_configuration(1)  # clears what the fuzz halted
     usb.util.dispose_resources(dev)
     _loopback_ok(d.selector, os.urandom(100000))
+    setups = runstate.read(d.spec.name)["functions"]["loop0"]["counters"].get("setups", 0)
+    assert setups > count(10000) // 10, f"only {setups} requests reached the daemon"
+    suite.update({"requests": sum(outcomes.values()), "outcomes": outcomes,
+                  "reached_daemon": setups})
     assert d.stop() == 0, d.stderr
-    suite.update({"requests": sum(outcomes.values()), "outcomes": outcomes})
