@@ -54,7 +54,7 @@ def test_unknown_spec_is_a_bisect_skip():
 
 
 def test_checkout_under_tmp_is_shared_with_the_guest(monkeypatch, tmp_path):
-    """The guest mounts its own /tmp: a clone or venv there is passed with --rodir, once."""
+    """The guest mounts its own /tmp: a clone or venv there is shared with the guest, once."""
     from gadgetd.host import vm
 
     monkeypatch.setattr(vm, "CHECKOUT", vm.GUEST_TMPFS / "clone")

@@ -91,7 +91,9 @@ GUEST_TMPFS = Path("/tmp")  # the guest mounts its own tmpfs there, hiding the h
 
 def _hidden_dirs() -> list[Path]:
     """What the guest needs (this checkout, the venv, the working directory) but would not see
-    because it lies under the guest's own /tmp: shared read-only, like the rest of the root."""
+    because it lies under the guest's own /tmp. Shared read-write and mounted first: virtme-ng
+    mounts every --rodir after every --rwdir, so a read-only checkout would hide a results
+    directory inside it."""
     needed = sorted({p for p in (CHECKOUT, Path(sys.prefix).resolve(), Path.cwd().resolve())
                      if p.is_relative_to(GUEST_TMPFS)})
     return [p for p in needed if not any(p != q and p.is_relative_to(q) for q in needed)]
@@ -121,10 +123,10 @@ def run(kernel: Kernel, command: list[str], speed: str = "high", timeout: float 
     result_dir = result_dir or new_result_dir()
     options = ["--speed", speed, "--result", str(result_dir)]
     argv = [_vng(), "--run", str(kernel.image), "--disable-kvm", "--force-9p",
-            "--memory", memory, "--cpus", str(cpus), "--rwdir", str(result_dir),
-            "--cwd", os.getcwd()]
+            "--memory", memory, "--cpus", str(cpus)]
     for directory in _hidden_dirs():
-        argv += ["--rodir", str(directory)]
+        argv += ["--rwdir", str(directory)]
+    argv += ["--rwdir", str(result_dir), "--cwd", os.getcwd()]
     if results is not None:
         results = results.resolve()
         results.mkdir(parents=True, exist_ok=True)
