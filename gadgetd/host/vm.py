@@ -103,12 +103,16 @@ def _systemd_argv(argv: list[str], guest: list[str], result_dir: Path) -> list[s
     """Boot the machine's systemd as PID 1 (virtme-ng --systemd) and run `guest` as the
     kernel-command-line.service, after basic.target; see systemd_guest/ for why each piece."""
     (result_dir / "cmd.sh").write_text(f"exec {shlex.join(guest)}\n")
+    # run.sh mounts the --rwdir shares itself, in order (9p tags virtme.initmount0, 1, ...).
+    rwdirs = [argv[i + 1] for i, a in enumerate(argv) if a == "--rwdir"]
     append = " ".join([
         f"PATH={SYSTEMD_GUEST / 'bin'}:/usr/sbin:/usr/bin:/sbin:/bin",
         f"systemd.run={SYSTEMD_GUEST / 'run.sh'}",
         "systemd.run_success_action=poweroff", "systemd.run_failure_action=poweroff",
         f"systemd.setenv=GADGETD_RESULT={result_dir}", f"systemd.setenv=GADGETD_CWD={os.getcwd()}",
-        "panic=-1"])
+        f"systemd.setenv=GADGETD_RWDIRS={':'.join(rwdirs)}",
+        # for early-hook.sh (init's environment): what its fresh /tmp must not hide
+        f"GADGETD_TMP_DIRS={':'.join(map(str, _hidden_dirs()))}", "panic=-1"])
     return [*argv, "--systemd", "--append", append, "--qemu-opts=-no-reboot"]
 
 

@@ -21,6 +21,13 @@ cd /
 mount --move /.oldroot/proc /proc
 mount -t tmpfs -o mode=755,nosuid,nodev tmpfs /run
 mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp
+# A checkout or venv under the host's /tmp (gadgetd-hil vm passes them) stays visible.
+IFS=:
+for d in ${GADGETD_TMP_DIRS:-}; do
+    /bin/mkdir -p "$d"
+    mount --rbind "/.oldroot$d" "$d"
+done
+unset IFS
 umount -l /.oldroot
 rmdir /.oldroot
 : > /etc/fstab
