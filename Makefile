@@ -8,7 +8,7 @@ TEMPLATE ?= configfs_templates/loopback.toml
 KERNEL_TAG = $(subst debian:,,$(KERNEL))
 APT_PACKAGES := qemu-system-x86 busybox-static udev systemd libaio1 libusb-1.0-0 kmod file \
 	python3-venv gcc libc6-dev linux-libc-dev pkg-config libusb-1.0-0-dev libaio-dev \
-	linux-source-6.1 xz-utils openssh-server openssh-client
+	linux-source-6.1 xz-utils patch openssh-server openssh-client
 BUILD := out/bench-build
 
 .PHONY: help setup system-packages demo repro repro-full bench bench-detection test unit-test vm-test \
@@ -49,7 +49,7 @@ unit-test: setup ## Unit tests (no root, no VM), then the wheel installed into a
 	$(PY) -m pytest -q tests
 	$(PY) -m pytest -q -m wheel tests/test_wheel.py
 
-$(BUILD)/testusb: bench/build.sh bench/host_bulk.c
+$(BUILD)/testusb: bench/build.sh bench/host_bulk.c bench/aio_multibuff-reap.patch
 	sh bench/build.sh $(BUILD)
 
 bench: setup ## Throughput, control latency, bring-up, ep0 open cost, RSS vs in-kernel and C

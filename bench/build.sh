@@ -3,7 +3,8 @@
 #   testusb        host side, drives the kernel's usbtest driver   (linux tools/usb/testusb.c)
 #   ffs-test       FunctionFS source/sink daemon, device side      (linux tools/usb/ffs-test.c)
 #   aio_multibuff  FunctionFS AIO IN-only daemon, device side      (linux tools/usb/ffs-aio-example/
-#                                                                    multibuff/device_app/aio_multibuff.c)
+#                                                                    multibuff/device_app/aio_multibuff.c,
+#                                                                    its completion bug patched: below)
 #   host_bulk      our libusb benchmark, host side                 (bench/host_bulk.c)
 # The kernel programs come from Debian's linux-source-6.1 tarball: only the files they need are
 # extracted, into BUILD/src (never into the repository).
@@ -14,7 +15,7 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 build=${1:-$here/../out/bench-build}
 tarball=${LINUX_SOURCE:-/usr/src/linux-source-6.1.tar.xz}
-packages="gcc libc6-dev linux-libc-dev pkg-config libusb-1.0-0-dev libaio-dev linux-source-6.1 xz-utils"
+packages="gcc libc6-dev linux-libc-dev pkg-config libusb-1.0-0-dev libaio-dev linux-source-6.1 xz-utils patch"
 
 missing=""
 for p in $packages; do
@@ -65,6 +66,13 @@ cat > "$build/src/compat/endian_const.h" <<'H'
 #define htole32(x) (x)
 H
 
+# aio_multibuff subtracts every completion from the buffer set it is waiting for and reaps at most
+# 128 of them per eventfd wakeup, so both sets' counters go wrong and it stops submitting after
+# 2 MiB (2 x 128 x 8 KiB). bench/aio_multibuff-reap.patch charges each completion to its own set,
+# reaps all that the eventfd counted, and initialises `ready`; nothing else changes.
+amb=tools/usb/ffs-aio-example/multibuff/device_app/aio_multibuff.c
+patch -s -o "$build/src/aio_multibuff.c" "$src/$amb" "$here/aio_multibuff-reap.patch"
+
 cc=${CC:-gcc}
 cflags="-O2 -g -Wall -D_GNU_SOURCE"
 set -x
@@ -72,7 +80,7 @@ $cc $cflags -o "$build/testusb" "$src/tools/usb/testusb.c" -lpthread
 # ffs-test includes <tools/le_byteshift.h> and "../../include/uapi/linux/usb/functionfs.h"
 $cc $cflags -I"$src/tools/include" -o "$build/ffs-test" "$src/tools/usb/ffs-test.c" -lpthread
 $cc $cflags -include "$build/src/compat/endian_const.h" -o "$build/aio_multibuff" \
-    "$src/tools/usb/ffs-aio-example/multibuff/device_app/aio_multibuff.c" -laio
+    "$build/src/aio_multibuff.c" -laio
 # shellcheck disable=SC2046
 $cc $cflags -Wextra -o "$build/host_bulk" "$here/host_bulk.c" $(pkg-config --cflags --libs libusb-1.0)
 { set +x; } 2>/dev/null
