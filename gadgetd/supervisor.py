@@ -347,16 +347,15 @@ class Supervisor:
         for sock in (wake_r, wake_w):
             sock.setblocking(False)
         old_wakeup = signal.set_wakeup_fd(wake_w.fileno())
-        self.watch = udc.UdcWatch()
         self._poller = select.epoll()
-        self._handlers = {wake_r.fileno(): lambda: wake_r.recv(4096),
-                          self.watch.fileno(): self._on_udc_event}
+        self._handlers = {wake_r.fileno(): lambda: wake_r.recv(4096)}
         for w in self.workers.values():
             self._handlers[w.channel.fileno()] = lambda w=w: self._on_worker(w)
         try:
             for fd in self._handlers:
                 self._poller.register(fd, select.EPOLLIN)
             self._try_bind()
+            self._start_watch()
             tick = (self.notifier.watchdog_interval or 2 * TICK) / 2
             next_tick = 0.0
             while not self._stop:
@@ -374,9 +373,22 @@ class Supervisor:
             signal.set_wakeup_fd(old_wakeup)
             self._poller.close()
             self._poller = None
-            self.watch.close()
+            if self.watch is not None:
+                self.watch.close()
             wake_r.close()
             wake_w.close()
+
+    def _start_watch(self) -> None:
+        """The UDC watch starts after the first bind attempt, so importing pyudev (0.6 s in the
+        VM) overlaps the host's enumeration instead of delaying it. Whatever happened to the UDC
+        before the monitor listened is read from sysfs once it does."""
+        self.watch = udc.UdcWatch()
+        self._poller.register(self.watch.fileno(), select.EPOLLIN)
+        self._handlers[self.watch.fileno()] = self._on_udc_event
+        if udc.bound(self.gadget_dir):
+            self._follow_udc_state(self.udc_name)
+        else:  # not there yet, or removed before the monitor listened
+            self._try_bind()
 
     def _on_signal(self, signum, frame):
         if signum == signal.SIGHUP:
