@@ -66,10 +66,11 @@ cat > "$build/src/compat/endian_const.h" <<'H'
 #define htole32(x) (x)
 H
 
-# aio_multibuff subtracts every completion from the buffer set it is waiting for and reaps at most
-# 128 of them per eventfd wakeup, so both sets' counters go wrong and it stops submitting after
-# 2 MiB (2 x 128 x 8 KiB). bench/aio_multibuff-reap.patch charges each completion to its own set,
-# reaps all that the eventfd counted, and initialises `ready`; nothing else changes.
+# aio_multibuff subtracts every completion from the buffer set it is waiting for, reaps at most
+# 128 of them per eventfd wakeup and resubmits before reaping, so it stops submitting after 2 MiB
+# (2 x 128 x 8 KiB) or when both sets complete between two wakeups.
+# bench/aio_multibuff-reap.patch charges each completion to its own set, reaps all that the
+# eventfd counted before resubmitting, and initialises `ready`; nothing else changes.
 amb=tools/usb/ffs-aio-example/multibuff/device_app/aio_multibuff.c
 patch -s -o "$build/src/aio_multibuff.c" "$src/$amb" "$here/aio_multibuff-reap.patch"
 
