@@ -25,6 +25,7 @@ from gadgetd.repro.report import percentiles  # noqa: E402
 
 CFG = Path("/sys/kernel/config/usb_gadget")
 SIZE, DEPTH, BYTES = 65536, 8, 64 << 20  # host_bulk's fixed request size, queue depth, volume
+SETTLE = 1.0  # seconds every side gets between configuration and traffic: steady state, not start-up
 GADGET_ZERO, FFS_EXAMPLE = "0525:a4a0", "0525:a4a4"
 
 
@@ -215,6 +216,7 @@ def main() -> int:
         for side in order:
             row = {"run": run, "side": side.name, "bring_up_s": round(side.up(), 4)}
             try:
+                time.sleep(SETTLE)
                 for direction in side.directions:
                     row[direction] = host_bulk(build, side.device, direction)
                 if side.name in ("gadgetd", "kernel"):
