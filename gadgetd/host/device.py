@@ -62,10 +62,15 @@ def _serial(dev: usb.core.Device) -> str | None:
         return None
 
 
+# libusb's device list (what pyusb sees) follows uevents through its own monitor, so it can lag
+# behind ours: after an event, or a quiet slice of this length, the list is read again.
+RECHECK = 0.1
+
+
 def wait_for_device(selector: DeviceSelector, timeout: float = 30.0,
                     gone_first: usb.core.Device | None = None) -> usb.core.Device:
-    """Wait (on udev events, not by polling) until the selected device is present and configured
-    by the kernel's enumeration; with `gone_first`, wait for that instance to vanish first."""
+    """Wait (woken by udev events) until the selected device is present and configured by the
+    kernel's enumeration; with `gone_first`, wait for that instance to vanish first."""
     context = pyudev.Context()
     monitor = pyudev.Monitor.from_netlink(context)
     monitor.filter_by(subsystem="usb", device_type="usb_device")
@@ -84,7 +89,7 @@ def wait_for_device(selector: DeviceSelector, timeout: float = 30.0,
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError(f"USB device {selector} did not appear within {timeout:g} s")
-        event = monitor.poll(timeout=remaining)
+        event = monitor.poll(timeout=min(remaining, RECHECK))
         if event is not None and event.action == "add" and selector.matches_udev(event):
             old = None  # a fresh enumeration: whatever is present now is the new instance
         dev = present()
@@ -101,7 +106,7 @@ def wait_for_removal(selector: DeviceSelector, timeout: float = 30.0) -> None:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError(f"USB device {selector} still present after {timeout:g} s")
-        monitor.poll(timeout=remaining)
+        monitor.poll(timeout=min(remaining, RECHECK))
 
 
 class LoopbackDriver:
