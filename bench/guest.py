@@ -20,10 +20,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gadgetd import runstate, sysfs  # noqa: E402
+from gadgetd import runstate, syscalls  # noqa: E402
+from gadgetd.configfs import GADGETS as CFG  # noqa: E402
 from gadgetd.repro.report import percentiles  # noqa: E402
 
-CFG = Path("/sys/kernel/config/usb_gadget")
 SIZE, DEPTH, BYTES = 65536, 8, 64 << 20  # host_bulk's fixed request size, queue depth, volume
 SETTLE = 1.0  # seconds every side gets between configuration and traffic: steady state, not start-up
 GADGET_ZERO, FFS_EXAMPLE = "0525:a4a0", "0525:a4a4"
@@ -135,7 +135,7 @@ class FfsExample:
         (g / "configs/c.1/ffs.bench").symlink_to(g / "functions/ffs.bench")
         self.mount.mkdir(exist_ok=True)
         # mount(2) itself: mount(8) would turn the source "bench" into ./bench, our directory
-        sysfs.mount("bench", self.mount, "functionfs")
+        syscalls.mount("bench", self.mount, "functionfs")
         start = time.monotonic()
         self.proc = subprocess.Popen(self.argv, cwd=self.mount, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
@@ -151,7 +151,7 @@ class FfsExample:
         write(g / "UDC", "")
         self.proc.kill()
         self.proc.wait()
-        sysfs.umount(self.mount)
+        syscalls.umount(self.mount)
         (g / "configs/c.1/ffs.bench").unlink()
         for d in (g / "configs/c.1", g / "functions/ffs.bench", g / "strings/0x409", g):
             d.rmdir()
@@ -178,7 +178,7 @@ def ep0_open_cost(seconds: float) -> dict:
     storm = rig.host.storm()
     result = {}
     try:
-        for mode in ("policy", "blocking", "policy", "blocking"):
+        for mode in ("nonblock", "blocking", "nonblock", "blocking"):
             proc = rig.run_opener("loop", mode, seconds / 4, rig.ep0)
             out, _ = rig.wait_opener(proc, seconds + 30)
             result.setdefault(mode, []).extend(out["latencies"])
@@ -192,7 +192,7 @@ def profile_out(build: Path, side: Gadgetd, seconds: float, out: Path) -> None:
     """py-spy on the worker while the host writes: where the data path's time goes."""
     pyspy = ROOT / ".venv/bin/py-spy"
     record = subprocess.Popen([str(pyspy), "record", "--pid", str(side.worker_pid()),
-                               "--duration", str(int(seconds)), "--format", "raw",
+                               "--duration", str(int(seconds)), "--format", "nonblock-once",
                                "--output", str(out / "profile-out.txt"), "--nonblocking"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1)

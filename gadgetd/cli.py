@@ -10,6 +10,7 @@ import click
 
 from gadgetd import __version__, template
 from gadgetd.errors import GadgetdError, TemplateError
+from gadgetd.model import BLOCKING, NONBLOCK
 
 
 def setup_logging(verbose: bool) -> None:
@@ -50,8 +51,9 @@ def check(template_path):
 @main.command()
 @click.argument("template_path", metavar="TEMPLATE", type=click.Path(dir_okay=False))
 @click.option("--udc", help="UDC to bind (overrides the template's udc).")
-@click.option("--nonblock/--blocking", default=None,
-              help="Open ep0 with O_RDWR|O_NDELAY and retry on EAGAIN (overrides ep0_open).")
+@click.option("--nonblock/--blocking", "nonblock", default=None,
+              help="ep0_open = nonblock: O_RDWR|O_NDELAY, retried on EAGAIN; or blocking "
+                   "(overrides the template's ep0_open).")
 @click.option("--no-disconnect/--disconnect", "no_disconnect", default=None,
               help="Mount FunctionFS with no_disconnect=1 (overrides mount.no_disconnect).")
 @click.option("--replace", is_flag=True, help="Remove an existing gadget of the same name first.")
@@ -71,7 +73,8 @@ def run(template_path, udc, nonblock, no_disconnect, replace, wait_for_udc):
         if problem:
             raise TemplateError(template_path, "(file)", f"refused: {problem}")
         return template.load(template_path).with_overrides(
-            udc=udc, no_disconnect=no_disconnect, nonblock=nonblock)
+            udc=udc, no_disconnect=no_disconnect,
+            ep0_open=None if nonblock is None else NONBLOCK if nonblock else BLOCKING)
 
     try:
         spec = load()

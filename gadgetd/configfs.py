@@ -7,9 +7,9 @@ import os
 import subprocess
 from pathlib import Path
 
-from gadgetd import sysfs, udc
+from gadgetd import syscalls, udc
 from gadgetd.errors import SetupError
-from gadgetd.template import GadgetSpec
+from gadgetd.model import GadgetSpec
 from gadgetd.undo import UndoLog
 
 log = logging.getLogger(__name__)
@@ -20,9 +20,9 @@ GADGETS = CONFIGFS / "usb_gadget"
 
 def ensure_configfs() -> None:
     """Mount configfs and load libcomposite if the system has not (systemd normally mounts it)."""
-    if not any(fs == "configfs" for _, _, fs in sysfs.mounts("configfs")):
+    if not any(fs == "configfs" for _, _, fs in syscalls.mounts("configfs")):
         try:
-            sysfs.mount("none", CONFIGFS, "configfs")
+            syscalls.mount("none", CONFIGFS, "configfs")
         except OSError as exc:
             raise SetupError(f"cannot mount configfs on {CONFIGFS}: {exc.strerror} "
                              "(kernel without CONFIG_CONFIGFS_FS, or not root)") from None
@@ -55,7 +55,7 @@ class GadgetTree:
         d = parent / "strings" / f"{lang:#x}"
         self._mkdir(d)
         for key, text in values.items():
-            sysfs.write_attr(d / key, text)
+            syscalls.write_attr(d / key, text)
 
     def build(self) -> None:
         s, g = self.spec, self.path
@@ -65,7 +65,7 @@ class GadgetTree:
                             ("bDeviceClass", s.device_class),
                             ("bDeviceSubClass", s.device_subclass),
                             ("bDeviceProtocol", s.device_protocol)):
-            sysfs.write_attr(g / attr, value)
+            syscalls.write_attr(g / attr, value)
         for lang, values in s.strings.items():
             self._strings(g, lang, values)
         for fn in s.functions.values():
@@ -74,8 +74,8 @@ class GadgetTree:
         for cfg in s.configs:
             c = g / "configs" / cfg.configfs_name
             self._mkdir(c)
-            sysfs.write_attr(c / "MaxPower", cfg.max_power)
-            sysfs.write_attr(c / "bmAttributes", cfg.attributes)
+            syscalls.write_attr(c / "MaxPower", cfg.max_power)
+            syscalls.write_attr(c / "bmAttributes", cfg.attributes)
             for lang, text in cfg.strings.items():
                 self._strings(c, lang, {"configuration": text})
             for fname in cfg.functions:
@@ -83,9 +83,9 @@ class GadgetTree:
                 self._symlink(g / "functions" / fn.configfs_name, c / fn.configfs_name)
         if s.os_desc is not None:
             os_desc = g / "os_desc"
-            sysfs.write_attr(os_desc / "b_vendor_code", f"{s.os_desc.b_vendor_code:#04x}")
-            sysfs.write_attr(os_desc / "qw_sign", s.os_desc.qw_sign)
-            sysfs.write_attr(os_desc / "use", 1)
+            syscalls.write_attr(os_desc / "b_vendor_code", f"{s.os_desc.b_vendor_code:#04x}")
+            syscalls.write_attr(os_desc / "qw_sign", s.os_desc.qw_sign)
+            syscalls.write_attr(os_desc / "use", 1)
             cfg = s.configs[s.os_desc.config - 1]
             self._symlink(g / "configs" / cfg.configfs_name, os_desc / cfg.configfs_name)
 

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from gadgetd.template import GadgetSpec
+from gadgetd.model import GadgetSpec
 
 
 @dataclass(frozen=True)

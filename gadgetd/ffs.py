@@ -15,9 +15,9 @@ from pathlib import Path
 
 import functionfs
 
-from gadgetd import sysfs, wire
+from gadgetd import syscalls, wire
+from gadgetd.model import FunctionSpec
 from gadgetd.open_policy import DeadlineExceeded, Ep0OpenPolicy, RetryStats, call_with_retry
-from gadgetd.template import FunctionSpec
 from gadgetd.undo import UndoLog
 
 log = logging.getLogger(__name__)
@@ -28,15 +28,15 @@ class SetupCancelled(Exception):
 
 
 def mountpoints(instance: str) -> list[Path]:
-    return [m for source, m, _ in sysfs.mounts("functionfs") if source == instance]
+    return [m for source, m, _ in syscalls.mounts("functionfs") if source == instance]
 
 
 def mount(fn: FunctionSpec, undo: UndoLog) -> None:
     if not fn.mountpoint.is_dir():
         fn.mountpoint.mkdir(parents=True)
         undo.push(f"rmdir {fn.mountpoint}", lambda: os.rmdir(fn.mountpoint))
-    sysfs.mount(fn.name, fn.mountpoint, "functionfs", fn.mount.as_option_string())
-    undo.push(f"umount {fn.mountpoint}", lambda: sysfs.umount(fn.mountpoint))
+    syscalls.mount(fn.name, fn.mountpoint, "functionfs", fn.mount.as_option_string())
+    undo.push(f"umount {fn.mountpoint}", lambda: syscalls.umount(fn.mountpoint))
 
 
 def holders(mountpoint: Path) -> list[int]:
@@ -61,7 +61,7 @@ def unmount(mountpoint: Path, grace: float = 5.0) -> None:
     if pids:
         raise OSError(errno.EBUSY, f"still held open by pid {', '.join(map(str, pids))}",
                       str(mountpoint))
-    sysfs.umount(mountpoint)
+    syscalls.umount(mountpoint)
     try:
         os.rmdir(mountpoint)
     except OSError:

@@ -16,7 +16,7 @@ from functionfs import ch9
 from gadgetd import wire
 from gadgetd.aio import AioQueue
 from gadgetd.ffs import Ep0, SetupCancelled
-from gadgetd.template import FunctionSpec
+from gadgetd.model import FunctionSpec
 
 log = logging.getLogger(__name__)
 

@@ -11,6 +11,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from gadgetd.model import BLOCKING, NONBLOCK
+
 # EAGAIN: trylock of ffs->mutex failed under O_NDELAY (since e5bf5ee26663);
 # EINTR: a signal interrupted the (interruptible) mutex wait; EBUSY: the instance is CLOSING.
 RETRY_ERRNOS = frozenset({errno.EAGAIN, errno.EINTR, errno.EBUSY})
@@ -22,10 +24,15 @@ class DeadlineExceeded(OSError):
 
 @dataclass(frozen=True)
 class Ep0OpenPolicy:
-    nonblock: bool = False  # open with O_RDWR|O_NDELAY (the failing userland's way)
+    mode: str = BLOCKING  # gadgetd.model's ep0 open vocabulary: blocking or nonblock
     first_delay: float = 0.0002  # seconds before the first retry
     max_delay: float = 0.02  # backoff doubles up to this
     deadline: float = 10.0  # overall budget for one open (or one ep0 operation)
+
+    @property
+    def nonblock(self) -> bool:
+        """Open with O_RDWR|O_NDELAY (the failing userland's way) and retry EAGAIN."""
+        return self.mode == NONBLOCK
 
     def delay(self, retry: int) -> float:
         """Backoff before retry number `retry` (0-based): bounded exponential."""

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from gadgetd import configfs, controllers, ffs, runstate, udc, worker
 from gadgetd.errors import GadgetdError, SetupError, TemplateError
+from gadgetd.model import FunctionSpec, GadgetSpec
 from gadgetd.notify import Notifier
-from gadgetd.template import FunctionSpec, GadgetSpec
 from gadgetd.undo import UndoLog
 
 log = logging.getLogger(__name__)

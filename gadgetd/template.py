@@ -1,245 +1,62 @@
-"""TOML gadget templates -> a validated, immutable model.
+"""TOML gadget templates -> the validated, immutable model (gadgetd.model).
 
 The schema is documented in configfs_templates/README.md. Every problem is reported as a
 TemplateError naming the file, the dotted key and the value, before anything touches the kernel.
+A function's type comes from the registry (gadgetd.registry), which also names the type's own keys.
 """
 
 from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from gadgetd import controllers, registry
 from gadgetd.errors import NO_VALUE, TemplateError
+from gadgetd.model import (
+    EP0_OPEN_MODES,
+    MAX_ENDPOINTS_PER_DIRECTION,
+    MAX_STRING_LEN,
+    TRANSFERS,
+    ConfigSpec,
+    Endpoint,
+    FunctionSpec,
+    GadgetOsDesc,
+    GadgetSpec,
+    Interface,
+    MountOptions,
+    OsDescriptors,
+)
+from gadgetd.toml_table import Table
 
-# f_fs addresses at most 15 endpoints per direction (USB endpoint numbers 1..15).
-MAX_ENDPOINTS_PER_DIRECTION = 15
-# USB string descriptors hold at most 126 UTF-16 code units; configfs refuses longer strings.
-MAX_STRING_LEN = 126
 # configfs/f_fs instance names: MAX_NAME_LEN in usb/gadget/configfs.c and f_fs dev names.
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,39}$")
 _LANG_RE = re.compile(r"^0x[0-9a-fA-F]{1,4}$")
 _GADGET_STRING_KEYS = ("manufacturer", "product", "serialnumber")
 _BCD_USB = (0x0110, 0x0200, 0x0201, 0x0210, 0x0300, 0x0310, 0x0320)
-_TRANSFERS = {"bulk": 2, "interrupt": 3}
-FUNCTION_TYPES = ("loopback", "sourcesink")
-EP0_OPEN_MODES = ("blocking", "nonblock")
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    direction: str  # "in" or "out"
-    transfer: str  # "bulk" or "interrupt"
-    max_packet: int | None = None  # None: the largest the speed allows
-    interval: int | None = None  # ms for interrupt endpoints
-    max_burst: int = 0  # SuperSpeed companion bMaxBurst
-
-    @property
-    def is_in(self) -> bool:
-        return self.direction == "in"
-
-    @property
-    def attributes(self) -> int:
-        return _TRANSFERS[self.transfer]
-
-
-@dataclass(frozen=True)
-class Interface:
-    cls: int = 0xFF
-    subclass: int = 0
-    protocol: int = 0
-    strings: dict[int, str] = field(default_factory=dict)  # language -> iInterface text
-
-
-@dataclass(frozen=True)
-class MountOptions:
-    no_disconnect: bool = False
-    uid: int | None = None
-    gid: int | None = None
-    rmode: int | None = None
-    fmode: int | None = None
-    mode: int | None = None
-
-    def as_option_string(self) -> str:
-        opts = [f"no_disconnect={int(self.no_disconnect)}"]
-        for key in ("uid", "gid"):
-            if getattr(self, key) is not None:
-                opts.append(f"{key}={getattr(self, key)}")
-        for key in ("rmode", "fmode", "mode"):
-            if getattr(self, key) is not None:
-                opts.append(f"{key}={getattr(self, key):o}")
-        return ",".join(opts)
-
-
-@dataclass(frozen=True)
-class OsDescriptors:
-    """A function's MS OS descriptors: what makes Windows bind WinUSB without an INF."""
-
-    compatible_id: str = "WINUSB"
-    sub_compatible_id: str = ""
-    properties: dict[str, str | tuple[str, ...]] = field(default_factory=dict)  # REG_SZ / MULTI_SZ
-
-
-@dataclass(frozen=True)
-class GadgetOsDesc:
-    """configfs os_desc: without use=1 and a linked configuration they are never served."""
-
-    b_vendor_code: int = 0xCD
-    qw_sign: str = "MSFT100"
-    config: int = 1
-
-
-@dataclass(frozen=True)
-class FunctionSpec:
-    name: str  # FunctionFS instance: configfs functions/ffs.NAME and the mount source
-    type: str
-    mountpoint: Path
-    interface: Interface
-    endpoints: tuple[Endpoint, ...]
-    mount: MountOptions = MountOptions()
-    ep0_open: str = "blocking"
-    request_size: int = 16384
-    queue_depth: int = 4
-    user: str | None = None  # the worker's user; None: root
-    pattern: int = 0  # sourcesink: 0 all zeros, 1 (i % 63) per packet (Gadget Zero's patterns)
-    os_desc: OsDescriptors | None = None
-
-    @property
-    def configfs_name(self) -> str:
-        return f"ffs.{self.name}"
-
-
-@dataclass(frozen=True)
-class ConfigSpec:
-    label: str
-    number: int
-    max_power: int
-    attributes: int
-    strings: dict[int, str]
-    functions: tuple[str, ...]
-
-    @property
-    def configfs_name(self) -> str:
-        return f"{self.label}.{self.number}"
-
-
-@dataclass(frozen=True)
-class GadgetSpec:
-    source: str
-    name: str
-    udc: str
-    id_vendor: int
-    id_product: int
-    bcd_device: int
-    bcd_usb: int
-    device_class: int
-    device_subclass: int
-    device_protocol: int
-    strings: dict[int, dict[str, str]]
-    configs: tuple[ConfigSpec, ...]
-    functions: dict[str, FunctionSpec]
-    controller: str | None = None  # the UDC's driver, for endpoint budgets (dwc2, dummy_udc)
-    os_desc: GadgetOsDesc | None = None
-
-    def with_overrides(self, udc=None, no_disconnect=None, nonblock=None) -> GadgetSpec:
-        """Command-line flags win over the template."""
-        spec = self
-        if udc is not None:
-            spec = replace(spec, udc=udc)
-        functions = {}
-        for name, fn in spec.functions.items():
-            if no_disconnect is not None:
-                fn = replace(fn, mount=replace(fn.mount, no_disconnect=no_disconnect))
-            if nonblock is not None:
-                fn = replace(fn, ep0_open="nonblock" if nonblock else "blocking")
-            functions[name] = fn
-        return replace(spec, functions=functions)
-
-
-class _Table:
-    """One TOML table being read: typed lookups, then a check that nothing was left unread."""
-
-    def __init__(self, source: str, path: str, data):
-        if not isinstance(data, dict):
-            raise TemplateError(source, path, "must be a table", data)
-        self.source, self.path, self.data, self.seen = source, path, data, set()
-
-    def key(self, name: str) -> str:
-        return f"{self.path}.{name}" if self.path else name
-
-    def error(self, name: str, problem: str, value=NO_VALUE):
-        return TemplateError(self.source, self.key(name), problem, value)
-
-    def has(self, name: str) -> bool:
-        return name in self.data
-
-    def get(self, name, kind, default=NO_VALUE, lo=None, hi=None, choices=None):
-        self.seen.add(name)
-        if name not in self.data:
-            if default is NO_VALUE:
-                raise self.error(name, "missing")
-            return default
-        value = self.data[name]
-        # bool is an int in Python; TOML keeps them apart, so do we.
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise self.error(name, f"must be {_KIND_NAMES.get(kind, kind.__name__)}", value)
-        if lo is not None and value < lo or hi is not None and value > hi:
-            raise self.error(name, f"out of range {_fmt(lo)}..{_fmt(hi)}", value)
-        if choices is not None and value not in choices:
-            raise self.error(name, f"must be one of {', '.join(map(str, choices))}", value)
-        return value
-
-    def table(self, name: str, required=True) -> _Table | None:
-        self.seen.add(name)
-        if name not in self.data:
-            if required:
-                raise TemplateError(self.source, f"[{self.key(name)}]", "missing section")
-            return None
-        return _Table(self.source, self.key(name), self.data[name])
-
-    def tables(self, name: str) -> list[_Table]:
-        """An array of tables ([[name]]); missing means none."""
-        self.seen.add(name)
-        value = self.data.get(name, [])
-        if not isinstance(value, list):
-            raise self.error(name, "must be an array of tables ([[...]])", value)
-        return [_Table(self.source, f"{self.key(name)}[{i}]", v) for i, v in enumerate(value)]
-
-    def done(self):
-        for name in self.data:
-            if name not in self.seen:
-                raise self.error(name, "unknown key", self.data[name])
-
-
-_KIND_NAMES = {int: "an integer", str: "a string", bool: "true or false", list: "an array"}
-
-
-def _fmt(n):
-    return hex(n) if isinstance(n, int) and n > 0xFF else str(n)
-
-
-def _string(table: _Table, name: str, default=NO_VALUE) -> str:
+def _string(table: Table, name: str, default=NO_VALUE) -> str:
     text = table.get(name, str, default)
     if text is not None and len(text.encode("utf-16-le")) // 2 > MAX_STRING_LEN:
         raise table.error(name, f"longer than {MAX_STRING_LEN} UTF-16 units", text)
     return text
 
 
-def _language(table: _Table, lang: str) -> int:
+def _language(table: Table, lang: str) -> int:
     if not _LANG_RE.match(lang):
         raise table.error(lang, "language must be a hex id such as 0x409")
     return int(lang, 16)
 
 
-def _name(table: _Table, name: str, what: str, value=None) -> str:
+def _name(table: Table, name: str, what: str, value=None) -> str:
     value = table.get(name, str) if value is None else value
     if not _NAME_RE.match(value):
         raise table.error(name, f"{what} must be 1-40 characters of A-Z a-z 0-9 _ . -", value)
     return value
 
 
-def _gadget_strings(gadget: _Table) -> dict[int, dict[str, str]]:
+def _gadget_strings(gadget: Table) -> dict[int, dict[str, str]]:
     strings = gadget.table("strings", required=False)
     if strings is None:
         return {}
@@ -254,7 +71,7 @@ def _gadget_strings(gadget: _Table) -> dict[int, dict[str, str]]:
     return result
 
 
-def _lang_map(table: _Table, name: str) -> dict[int, str]:
+def _lang_map(table: Table, name: str) -> dict[int, str]:
     """A `strings = { 0x409 = "text" }` table."""
     sub = table.table(name, required=False)
     if sub is None:
@@ -264,8 +81,8 @@ def _lang_map(table: _Table, name: str) -> dict[int, str]:
     return result
 
 
-def _endpoint(table: _Table) -> Endpoint:
-    transfer = table.get("transfer", str, "bulk", choices=tuple(_TRANSFERS))
+def _endpoint(table: Table) -> Endpoint:
+    transfer = table.get("transfer", str, "bulk", choices=tuple(TRANSFERS))
     ep = Endpoint(
         direction=table.get("direction", str, choices=("in", "out")),
         transfer=transfer,
@@ -282,9 +99,13 @@ def _endpoint(table: _Table) -> Endpoint:
     return ep
 
 
-def _function(table: _Table, name: str) -> FunctionSpec:
+def _function(table: Table, name: str) -> FunctionSpec:
     _name(table, name, "a FunctionFS instance name", value=name)
-    ftype = table.get("type", str, choices=FUNCTION_TYPES)
+    type_name = table.get("type", str)
+    try:
+        ftype = registry.get(type_name)
+    except registry.RegistryError as exc:
+        raise table.error("type", str(exc), type_name) from None
     mountpoint = table.get("mountpoint", str)
     if not mountpoint.startswith("/"):
         raise table.error("mountpoint", "must be an absolute path", mountpoint)
@@ -323,7 +144,7 @@ def _function(table: _Table, name: str) -> FunctionSpec:
         raise table.error("request_size", "must be a multiple of 1024", request_size)
     spec = FunctionSpec(
         name=name,
-        type=ftype,
+        type=ftype.name,
         mountpoint=Path(mountpoint),
         interface=interface,
         endpoints=endpoints,
@@ -332,41 +153,43 @@ def _function(table: _Table, name: str) -> FunctionSpec:
         request_size=request_size,
         queue_depth=table.get("queue_depth", int, 4, lo=1, hi=64),
         user=table.get("user", str, None),
-        pattern=table.get("pattern", int, 0, choices=(0, 1)) if ftype == "sourcesink" else 0,
         os_desc=_function_os_desc(table.table("os_desc", required=False)),
+        options={o.name: table.get(o.name, o.kind, o.default, lo=o.lo, hi=o.hi, choices=o.choices)
+                 for o in ftype.options},
     )
     if spec.user is not None and not re.fullmatch(r"[a-z_][a-z0-9_.-]{0,31}", spec.user):
         raise table.error("user", "not a valid user name", spec.user)
     table.done()
-    from gadgetd.functions import check_layout  # the function type knows its endpoint layout
-
-    problem = check_layout(spec)
+    problem = ftype.check_layout(spec) if ftype.check_layout else None
     if problem:
         raise table.error("endpoint", problem, [f"{e.transfer} {e.direction}" for e in endpoints])
     return spec
 
 
-def _ascii_id(table: _Table, name: str, default: str) -> str:
+def _ascii_id(table: Table, name: str, default: str) -> str:
     value = table.get(name, str, default)
     if len(value) > 8 or not value.isascii() or not all(c.isalnum() or c == "_" for c in value):
         raise table.error(name, "must be at most 8 ASCII letters, digits or _", value)
     return value
 
 
-def _function_os_desc(table: _Table | None) -> OsDescriptors | None:
+def _function_os_desc(table: Table | None) -> OsDescriptors | None:
     if table is None:
         return None
     props_t = table.table("properties", required=False)
-    properties: dict[str, str | tuple[str, ...]] = {}
+    properties: dict[str, str] = {}
     for name in props_t.data if props_t else ():
         value = props_t.data[name]
         props_t.seen.add(name)
-        texts = value if isinstance(value, list) and value else [value]
-        if not all(isinstance(v, str) and v.isascii() and "\0" not in v for v in texts + [name]):
+        if isinstance(value, list):
+            # composite.c's fill_ext_prop() (6.1) returns -EINVAL for REG_MULTI_SZ: the host's
+            # request for the properties is STALLed (seen on 6.1.0-57 with dummy_hcd).
+            raise props_t.error(name, "arrays (REG_MULTI_SZ) are refused: the kernel's "
+                                "composite layer fails the host's request for them", value)
+        if not all(isinstance(v, str) and v.isascii() and "\0" not in v for v in (value, name)):
             # f_fs doubles each length to widen the text to UTF-16: one byte per character.
-            raise props_t.error(name, "must be an ASCII string (REG_SZ) or an array of ASCII "
-                                "strings (REG_MULTI_SZ)", value)
-        properties[name] = tuple(value) if isinstance(value, list) else value
+            raise props_t.error(name, "must be an ASCII string (REG_SZ)", value)
+        properties[name] = value
     spec = OsDescriptors(compatible_id=_ascii_id(table, "compatible_id", "WINUSB"),
                          sub_compatible_id=_ascii_id(table, "sub_compatible_id", ""),
                          properties=properties)
@@ -374,7 +197,7 @@ def _function_os_desc(table: _Table | None) -> OsDescriptors | None:
     return spec
 
 
-def _gadget_os_desc(table: _Table | None, configs: tuple) -> GadgetOsDesc | None:
+def _gadget_os_desc(table: Table | None, configs: tuple) -> GadgetOsDesc | None:
     if table is None:
         return None
     spec = GadgetOsDesc(b_vendor_code=table.get("b_vendor_code", int, 0xCD, lo=1, hi=0xFF),
@@ -386,7 +209,7 @@ def _gadget_os_desc(table: _Table | None, configs: tuple) -> GadgetOsDesc | None
     return spec
 
 
-def _config(table: _Table, number: int, functions: dict[str, FunctionSpec]) -> ConfigSpec:
+def _config(table: Table, number: int, functions: dict[str, FunctionSpec]) -> ConfigSpec:
     linked = tuple(table.get("functions", list))
     if not all(isinstance(f, str) for f in linked):
         raise table.error("functions", "must be an array of function names", list(linked))
@@ -423,7 +246,7 @@ def parse(text: str, source: str) -> GadgetSpec:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise TemplateError(source, "(file)", f"invalid TOML: {exc}") from None
-    root = _Table(source, "", data)
+    root = Table(source, "", data)
     gadget = root.table("gadget")
     functions_t = root.table("function")
     functions = {}
@@ -459,8 +282,6 @@ def parse(text: str, source: str) -> GadgetSpec:
     if any(f.os_desc for f in functions.values()) and spec.os_desc is None:
         raise TemplateError(source, "[gadget.os_desc]", "missing section: a function declares "
                             "MS OS descriptors, which the host is only served with it")
-    from gadgetd import controllers  # budgets per controller; they read this model
-
     if spec.controller is not None and spec.controller not in controllers.BUDGETS:
         raise gadget.error("controller", "must be one of " + ", ".join(controllers.BUDGETS),
                            spec.controller)

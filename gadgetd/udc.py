@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gadgetd import sysfs
+from gadgetd import syscalls
 from gadgetd.errors import SetupError
 
 UDC_CLASS = Path("/sys/class/udc")
@@ -39,24 +39,24 @@ def resolve(wanted: str) -> str:
 
 def state(udc: str) -> str:
     """The controller's USB state: not attached, powered, default, addressed, configured, ..."""
-    return sysfs.read_attr(UDC_CLASS / udc / "state")
+    return syscalls.read_attr(UDC_CLASS / udc / "state")
 
 
 def bound(gadget_dir: Path) -> str:
     """The UDC a gadget is bound to, or '' (the kernel empties the file on unbind)."""
     try:
-        return sysfs.read_attr(gadget_dir / "UDC")
+        return syscalls.read_attr(gadget_dir / "UDC")
     except FileNotFoundError:
         return ""
 
 
 def bind(gadget_dir: Path, udc: str) -> None:
-    sysfs.write_attr(gadget_dir / "UDC", udc)
+    syscalls.write_attr(gadget_dir / "UDC", udc)
 
 
 def unbind(gadget_dir: Path) -> None:
     if bound(gadget_dir):
-        sysfs.write_attr(gadget_dir / "UDC", "")
+        syscalls.write_attr(gadget_dir / "UDC", "")
 
 
 class UdcWatch:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import functionfs
 from functionfs import ch9
 
-from gadgetd.template import FunctionSpec
+from gadgetd.model import FunctionSpec
 
 EVENT_SIZE = ctypes.sizeof(functionfs.Event)  # 12: struct usb_ctrlrequest + type + 3 pad bytes
 EVENT_NAMES = {
@@ -98,7 +98,7 @@ def speed_descriptors(fn: FunctionSpec):
     return functionfs.getInterfaceInAllSpeeds(interface, endpoints)
 
 
-REG_SZ, REG_MULTI_SZ = 1, 7
+REG_SZ = 1  # the only type composite.c's fill_ext_prop() serves from FunctionFS
 
 
 def _asciiz(text: str) -> bytes:
@@ -126,10 +126,7 @@ def _ext_properties(properties: dict) -> functionfs.OSDescHeader:
     python-functionfs wants every property of one layout."""
     body = b""
     for name, value in properties.items():
-        if isinstance(value, tuple):
-            data, kind = b"".join(_asciiz(v) for v in value) + b"\0", REG_MULTI_SZ
-        else:
-            data, kind = _asciiz(value), REG_SZ
+        data, kind = _asciiz(value), REG_SZ
         key = _asciiz(name)
         body += (struct.pack("<IIH", 14 + len(key) + len(data), kind, len(key)) + key
                  + struct.pack("<I", len(data)) + data)

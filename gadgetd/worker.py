@@ -20,10 +20,9 @@ import socket
 import sys
 import time
 
-from gadgetd import ffs
-from gadgetd.functions import server_class
+from gadgetd import ffs, registry
+from gadgetd.model import FunctionSpec
 from gadgetd.open_policy import Ep0OpenPolicy, RetryStats
-from gadgetd.template import FunctionSpec
 
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
@@ -51,7 +50,7 @@ def send(channel: socket.socket, **message) -> None:
 
 
 def serve(fn: FunctionSpec, cls, channel: socket.socket) -> int:
-    policy = Ep0OpenPolicy(nonblock=fn.ep0_open == "nonblock")
+    policy = Ep0OpenPolicy(fn.ep0_open)
     stats = RetryStats()
     ep0 = ffs.Ep0(fn.mountpoint, policy, stats)
     endpoints = []
@@ -101,7 +100,7 @@ def run(fn: FunctionSpec, channel: socket.socket, parent: int) -> None:
     try:
         # Everything the worker imports is imported while still root: the unprivileged user
         # may not be able to read the interpreter's own library directory.
-        cls = server_class(fn.type)
+        cls = registry.server_class(registry.get(fn.type))
         drop_privileges(fn.user)
         _die_with_parent(parent)
         status = serve(fn, cls, channel)

@@ -40,7 +40,7 @@ def test_render_and_rates():
     row = matrix.Row("debian:6.1.0-56-amd64", "6.1.0-56-amd64", "6.1.192-2", rep.PRESENT, 1)
     row.scenarios = {
         "contended_open": {"verdict": "present", "counts": {"raw_attempts": 200, "raw_EAGAIN": 5},
-                           "latency_ms": {"policy": {"n": 3, "p50": 0.1, "p99": 0.3, "max": 1}}},
+                           "latency_ms": {"nonblock": {"n": 3, "p50": 0.1, "p99": 0.3, "max": 1}}},
         "deactivated_reopen": {"verdict": "present", "counts": {}, "latency_ms": {}},
     }
     assert row.eagain_rate == 0.025

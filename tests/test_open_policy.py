@@ -39,7 +39,7 @@ def opener(failures, clock=None, cost=0.0):
 def test_retries_eagain_eintr_ebusy_and_counts_them():
     clock, stats = FakeClock(), RetryStats()
     op = opener([errno.EAGAIN, errno.EAGAIN, errno.EINTR, errno.EBUSY], clock)
-    fd = call_with_retry(op, Ep0OpenPolicy(nonblock=True), stats, clock=clock, sleep=clock.sleep)
+    fd = call_with_retry(op, Ep0OpenPolicy("nonblock"), stats, clock=clock, sleep=clock.sleep)
     assert fd == 7
     assert len(op.seen) == 5
     assert stats.retries == {"EAGAIN": 2, "EINTR": 1, "EBUSY": 1}

@@ -107,9 +107,9 @@ def test_render_table_shows_hang_stack_and_verdict():
     results = all_absent()
     results["deactivated_reopen"].hang = {"pid": 42, "state": "D",
                                           "stack": ["functionfs_unbind+0x2b/0x70 [usb_f_fs]"]}
-    results["contended_open"].latency_ms = {"raw": rep.percentiles([0.001, 0.002])}
+    results["contended_open"].latency_ms = {"nonblock-once": rep.percentiles([0.001, 0.002])}
     text = rep.render_table(rep.build_report("6.1.0-56-amd64", True, results))
     assert "HANG: task 42 state D" in text
     assert "stack: functionfs_unbind+0x2b/0x70 [usb_f_fs]" in text
-    assert "raw p50/p99/max 1.0/2.0/2.0 ms" in text
+    assert "nonblock-once p50/p99/max 1.0/2.0/2.0 ms" in text
     assert text.splitlines()[-1].startswith("verdict: present")

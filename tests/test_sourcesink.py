@@ -23,7 +23,7 @@ def test_sourcesink_template(templates_dir):
     spec = template.load(templates_dir / "sourcesink.toml")
     fn = spec.functions["ss0"]
     assert (spec.id_vendor, spec.id_product) == (0x0525, 0xA4A0)  # what usbtest binds to
-    assert (fn.type, fn.pattern, fn.request_size, fn.queue_depth) == ("sourcesink", 0, 65536, 8)
+    assert (fn.type, fn.options["pattern"], fn.request_size, fn.queue_depth) == ("sourcesink", 0, 65536, 8)
 
 
 def test_pattern_is_validated(templates_dir):

@@ -128,7 +128,7 @@ def test_mount_options(loopback_text):
 
 def test_overrides(loopback_text):
     spec = parse(loopback_text).with_overrides(udc="dummy_udc.0", no_disconnect=True,
-                                               nonblock=True)
+                                               ep0_open="nonblock")
     fn = spec.functions["loop0"]
     assert (spec.udc, fn.mount.no_disconnect, fn.ep0_open) == ("dummy_udc.0", True, "nonblock")
     same = parse(loopback_text).with_overrides()

@@ -22,11 +22,13 @@ import libaio
 
 from gadgetd.aio import buffer_pool
 from gadgetd.function import AioFunction, Stall
+from gadgetd.protocol import LOOPBACK_ECHO_IN as ECHO_IN
+from gadgetd.protocol import LOOPBACK_ECHO_MAX as ECHO_MAX
+from gadgetd.protocol import LOOPBACK_ECHO_OUT as ECHO_OUT
+from gadgetd.protocol import LOOPBACK_STATUS as STATUS
 
 log = logging.getLogger(__name__)
 
-ECHO_OUT, ECHO_IN, STATUS = 0x01, 0x02, 0x03
-ECHO_MAX = 4096
 
 
 class Loopback(AioFunction):

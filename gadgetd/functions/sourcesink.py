@@ -25,11 +25,12 @@ import libaio
 
 from gadgetd.aio import buffer_pool
 from gadgetd.function import AioFunction, Stall
+from gadgetd.protocol import GADGET_ZERO_CONTROL_MAX as CONTROL_MAX
+from gadgetd.protocol import GADGET_ZERO_READ as CONTROL_READ
+from gadgetd.protocol import GADGET_ZERO_WRITE as CONTROL_WRITE
 
 log = logging.getLogger(__name__)
 
-CONTROL_WRITE, CONTROL_READ = 0x5B, 0x5C
-CONTROL_MAX = 4096  # USB_COMP_EP0_BUFSIZ
 
 
 _libc = ctypes.CDLL(None)
@@ -58,7 +59,7 @@ class SourceSink(AioFunction):
     def __init__(self, spec, ep0, endpoints):
         depth = spec.queue_depth
         super().__init__(spec, ep0, endpoints, 2 * depth)
-        self.pattern = spec.pattern
+        self.pattern = spec.options["pattern"]
         self.request_size = spec.request_size
         self.control_buffer = b""
         self.source_buffer = mmap.mmap(-1, self.request_size)

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import shlex
 import subprocess
-from pathlib import Path
 from urllib.parse import urlparse
 
-CONFIGFS_GADGETS = Path("/sys/kernel/config/usb_gadget")
+from gadgetd.configfs import GADGETS
 
 
 class BoardError(Exception):
@@ -21,7 +20,7 @@ class Board:
 
     def __init__(self, gadget: str):
         self.gadget = gadget
-        self.udc_file = CONFIGFS_GADGETS / gadget / "UDC"
+        self.udc_file = GADGETS / gadget / "UDC"
 
     def sh(self, command: str) -> str:
         raise NotImplementedError

@@ -16,11 +16,14 @@ import pyudev
 import usb.core
 import usb.util
 
+from gadgetd.protocol import LOOPBACK_ECHO_IN as ECHO_IN
+from gadgetd.protocol import LOOPBACK_ECHO_OUT as ECHO_OUT
+from gadgetd.protocol import LOOPBACK_STATUS as STATUS
+
 # pyusb's speed codes
 SPEED_NAMES = {1: "low", 2: "full", 3: "high", 4: "super", 5: "super-plus"}
 BULK_MAX_PACKET = {"full": 64, "high": 512, "super": 1024, "super-plus": 1024}
 # gadgetd loopback vendor requests (recipient interface)
-ECHO_OUT, ECHO_IN, STATUS = 0x01, 0x02, 0x03
 VENDOR_OUT = usb.util.CTRL_OUT | usb.util.CTRL_TYPE_VENDOR | usb.util.CTRL_RECIPIENT_INTERFACE
 VENDOR_IN = usb.util.CTRL_IN | usb.util.CTRL_TYPE_VENDOR | usb.util.CTRL_RECIPIENT_INTERFACE
 

@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from gadgetd import configfs
+
 SPEED_OPTIONS = {
     "full": ["is_high_speed=0", "is_super_speed=0"],
     "high": ["is_high_speed=1", "is_super_speed=0"],
@@ -31,8 +33,7 @@ def prepare(speed: str) -> None:
     subprocess.run(["modprobe", "dummy_hcd", *SPEED_OPTIONS[speed]], check=True)
     for module in ("libcomposite", "usb_f_fs"):
         subprocess.run(["modprobe", module], check=True)
-    if not Path("/sys/kernel/config/usb_gadget").is_dir():
-        subprocess.run(["mount", "-t", "configfs", "none", "/sys/kernel/config"], check=True)
+    configfs.ensure_configfs()
 
 
 def main(argv=None) -> int:

@@ -44,7 +44,7 @@ class Row:
         attempts = counts.get("raw_attempts", 0)
         return counts.get("raw_EAGAIN", 0) / attempts if attempts else None
 
-    def latency(self, phase: str = "policy") -> dict:
+    def latency(self, phase: str = "nonblock") -> dict:
         return self.scenarios.get("contended_open", {}).get("latency_ms", {}).get(phase, {})
 
 
@@ -126,9 +126,9 @@ def chart(rows: list[Row], path: Path) -> None:
     ax1.set_ylabel("O_NDELAY opens failing\nwith EAGAIN (%)")
     ax1.set_title("ep0/epN open under contention, per kernel (red: regression present)")
     x = range(len(rows))
-    for offset, phase, key, label in ((-0.27, "raw", "p50", "O_NDELAY open p50"),
-                                      (0, "raw", "p99", "O_NDELAY open p99"),
-                                      (0.27, "policy", "p99", "with retry policy p99")):
+    for offset, phase, key, label in ((-0.27, "nonblock-once", "p50", "O_NDELAY open p50"),
+                                      (0, "nonblock-once", "p99", "O_NDELAY open p99"),
+                                      (0.27, "nonblock", "p99", "with retry policy p99")):
         ax2.bar([i + offset for i in x], [r.latency(phase).get(key, 0) for r in rows],
                 width=0.27, label=label)
     ax2.set_ylabel("open() latency (ms)")

@@ -4,8 +4,8 @@
     python -m gadgetd.repro.openers once MODE PATH               -> one JSON result line
     python -m gadgetd.repro.openers race MODE PATH RELEASE_FD    -> result line, then obeys
                                                                     'write FILE' / 'close' on stdin
-MODE: raw (O_NDELAY, no retry), policy (O_NDELAY with gadgetd's retry policy), blocking
-(blocking open with a deadline).
+MODE (the vocabulary of gadgetd.model): nonblock-once (O_NDELAY, no retry), nonblock (O_NDELAY
+with gadgetd's retry policy), blocking (blocking open with a deadline).
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from gadgetd.model import NONBLOCK
 from gadgetd.open_policy import DeadlineExceeded, Ep0OpenPolicy, RetryStats
 
 BLOCKING_DEADLINE = 2.0  # seconds a blocking open may wait before it counts as missed
-POLICY = Ep0OpenPolicy(nonblock=True)
+POLICY = Ep0OpenPolicy(NONBLOCK)
 
 
 def _errno_name(code: int) -> str:
@@ -32,11 +33,11 @@ def _errno_name(code: int) -> str:
 
 def open_once(path: Path, mode: str, stats: RetryStats) -> int:
     """Open (and return the fd) the way MODE says; raises OSError/DeadlineExceeded."""
-    if mode == "raw":
+    if mode == "nonblock-once":
         return os.open(path, os.O_RDWR | os.O_NDELAY | os.O_CLOEXEC)
     from gadgetd.ffs import open_bounded, open_file  # already imported by main()
 
-    if mode == "policy":
+    if mode == "nonblock":
         return open_file(path, POLICY, stats, nonblock=True)
     return open_bounded(path, os.O_RDWR | os.O_CLOEXEC, BLOCKING_DEADLINE)
 
@@ -62,7 +63,7 @@ def loop(mode: str, duration: float, paths: list[Path]) -> dict:
             counts["ok"] += 1
         counts["attempts"] += 1
     return {"counts": dict(counts), "latencies": latencies,
-            "retries": stats.as_dict() if mode == "policy" else None}
+            "retries": stats.as_dict() if mode == "nonblock" else None}
 
 
 def once(mode: str, path: Path) -> dict:
@@ -111,8 +112,8 @@ def _emit(obj) -> None:
 
 def main(argv: list[str]) -> int:
     kind, mode = argv[0], argv[1]
-    if mode != "raw":
-        # Loaded before anything is timed; raw openers (the racers) skip it and start faster.
+    if mode != "nonblock-once":
+        # Loaded before anything is timed; nonblock-once openers (the racers) skip it and start faster.
         import gadgetd.ffs  # noqa: F401
     if kind == "loop":
         _emit({"opening": True})

@@ -33,7 +33,7 @@ def contended_open(rig: Rig, nonblock: bool, duration: float) -> ScenarioResult:
     """A second opener opens ep0 and epN over and over while gadgetd serves and the host keeps
     ep0 busy; run once under a blocking-reading daemon and once under an O_NDELAY one."""
     result, log = ScenarioResult("contended_open"), KernelLog()
-    phases = ("raw", "policy") if nonblock else ("blocking",)
+    phases = ("nonblock-once", "nonblock") if nonblock else ("blocking",)
     slot = duration / (2 * len(phases))
     counts: Counter = Counter()
     latencies: dict[str, list[float]] = {p: [] for p in phases}
@@ -118,7 +118,7 @@ def deactivated_set_alt(rig: Rig, nonblock: bool, duration: float) -> ScenarioRe
                             "an open now would be the deactivated_reopen hazard: not opened")
         return _finish(result, log, rig)
     result.counts["host_saw_disconnect"] = int(rig.host.wait_gone(5))
-    proc = rig.run_opener("once", "raw" if nonblock else "blocking", rig.ep0)
+    proc = rig.run_opener("once", "nonblock-once" if nonblock else "blocking", rig.ep0)
     out, hang = rig.wait_opener(proc, OPEN_DEADLINE)
     result.attempts += 1
     if hang:
@@ -196,7 +196,7 @@ def open_race(rig: Rig, nonblock: bool, duration: float) -> ScenarioResult:
     """N openers released together on a DEACTIVATED instance (unbound, so the reset their open
     runs cannot deadlock against unbind): who wins, who gets EBUSY, ordering, vanishing files."""
     result, log = ScenarioResult("open_race"), KernelLog()
-    mode = "raw" if nonblock else "blocking"
+    mode = "nonblock-once" if nonblock else "blocking"
     counts: Counter = Counter()
     anomalies = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -247,7 +247,7 @@ def deactivated_reopen(rig: Rig, nonblock: bool, duration: float) -> ScenarioRes
     result, log = ScenarioResult("deactivated_reopen"), KernelLog()
     if not _deactivated_and_bound(rig, result):
         return _finish(result, log, rig)
-    proc = rig.run_opener("once", "raw" if nonblock else "blocking", rig.ep0)
+    proc = rig.run_opener("once", "nonblock-once" if nonblock else "blocking", rig.ep0)
     out, hang = rig.wait_opener(proc, OPEN_DEADLINE)
     result.attempts = 1
     if hang:

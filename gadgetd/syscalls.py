@@ -1,4 +1,5 @@
-"""Thin syscall helpers for configfs/sysfs attributes and mounts (the only place paths are written)."""
+"""The syscalls gadgetd makes on configfs, sysfs and mounts: one-write(2) attribute writes,
+attribute reads, mount(2), umount2(2) and the mount table. Nothing else writes those paths."""
 
 from __future__ import annotations
 

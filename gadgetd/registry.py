@@ -1,0 +1,56 @@
+"""The function registry: function types are entry points in the `gadgetd.functions` group.
+
+gadgetd's own types register there exactly as a third-party package's do (see pyproject.toml and
+examples/). Only the types a template names are loaded; a type's server code is imported later,
+by the worker that serves it (FunctionType.server).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from importlib.metadata import entry_points
+
+from gadgetd.model import FUNCTION_KINDS, FunctionType
+
+GROUP = "gadgetd.functions"
+
+
+class RegistryError(LookupError):
+    """A type that is not registered, or whose entry point does not describe a FunctionType."""
+
+
+@functools.cache
+def _entry_points() -> dict:
+    return {ep.name: ep for ep in entry_points(group=GROUP)}
+
+
+def names() -> list[str]:
+    """Every registered type's name, without loading any of them."""
+    return sorted(_entry_points())
+
+
+@functools.cache
+def get(name: str) -> FunctionType:
+    ep = _entry_points().get(name)
+    if ep is None:
+        raise RegistryError(f"no function type {name!r} is registered (known: "
+                            f"{', '.join(names()) or 'none'})")
+    try:
+        ftype = ep.load()
+    except Exception as exc:  # a broken plugin must not take the daemon's error handling with it
+        raise RegistryError(f"function type {name!r} ({ep.value}) failed to load: {exc}") from exc
+    if not isinstance(ftype, FunctionType) or ftype.name != name or ftype.kind not in FUNCTION_KINDS:
+        raise RegistryError(f"entry point {name} = {ep.value} is not a FunctionType named {name!r} "
+                            f"of kind {' or '.join(FUNCTION_KINDS)}")
+    return ftype
+
+
+def server_class(ftype: FunctionType):
+    """Import the type's server ("module:attribute")."""
+    module, _, attribute = (ftype.server or "").partition(":")
+    try:
+        return getattr(importlib.import_module(module), attribute)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise RegistryError(f"function type {ftype.name!r}: server {ftype.server!r} cannot be "
+                            f"imported: {exc}") from exc
