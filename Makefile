@@ -8,7 +8,7 @@ TEMPLATE ?= configfs_templates/loopback.toml
 KERNEL_TAG = $(subst debian:,,$(KERNEL))
 APT_PACKAGES := qemu-system-x86 busybox-static udev systemd libaio1 libusb-1.0-0 kmod file \
 	python3-venv gcc libc6-dev linux-libc-dev pkg-config libusb-1.0-0-dev libaio-dev \
-	linux-source-6.1 xz-utils patch openssh-server openssh-client
+	linux-source-6.1 xz-utils patch openssh-server openssh-client strace
 BUILD := out/bench-build
 
 .PHONY: help setup system-packages demo repro repro-full bench bench-detection test unit-test vm-test \
@@ -28,7 +28,7 @@ system-packages: ## Install the Debian packages the VM bench needs (root; no-op 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q -e '.[dev]'
-	$(VENV)/bin/python -m compileall -q gadgetd hil  # the VM's root is read-only: no bytecode written there
+	$(VENV)/bin/python -m compileall -q gadgetd  # the VM's root is read-only: no bytecode written there
 	touch $@
 
 setup: system-packages $(VENV)/.installed ## Debian packages (as root), the venv, editable install
@@ -74,7 +74,9 @@ test-armel: setup ## Unit tests on 32-bit ARM (Pi Zero's armel) under qemu-user;
 repro-test: setup ## repro on the default kernel in the VM: complete, consistent, conclusive report
 	$(HIL) matrix --kernels $(KERNEL) --check --out out/repro-test
 
-test: unit-test test-armel vm-test repro-test ## Everything CI runs: unit tests, then VM tests on the default kernel
+test: lint unit-test test-armel vm-test repro-test ## Everything CI runs: lint, unit tests, then VM tests on the default kernel
 
-lint: setup ## ruff
-	$(VENV)/bin/ruff check gadgetd tests hil
+lint: setup ## ruff, the import contract (lint-imports: layers, no cycles) and its own tests
+	$(VENV)/bin/ruff check gadgetd tests bench examples
+	cd $(CURDIR) && $(VENV)/bin/lint-imports --no-cache
+	$(PY) -m pytest -q -m lint tests/test_layers.py

@@ -1,7 +1,7 @@
 """The bench inside the VM (root, dummy_hcd): every device side in turn, measured by one host
 program (host_bulk: libusb, fixed request size and queue depth), alternating sides each round.
 
-Device sides: gadgetd's sourcesink (`gadgetd run configfs_templates/sourcesink.toml`), the
+Device sides: gadgetd's sourcesink (`gadgetd run sourcesink`), the
 in-kernel SourceSink function (configfs), and the kernel's C FunctionFS examples ffs-test and
 aio_multibuff (built from linux-source by bench/build.sh). Results: one JSON file.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,9 +19,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gadgetd import runstate, syscalls  # noqa: E402
+from gadgetd import runstate, syscalls, templates  # noqa: E402
 from gadgetd.configfs import GADGETS as CFG  # noqa: E402
 from gadgetd.repro.report import percentiles  # noqa: E402
+from gadgetd.strategy import GadgetStrategy  # noqa: E402
 
 SIZE, DEPTH, BYTES = 65536, 8, 64 << 20  # host_bulk's fixed request size, queue depth, volume
 SETTLE = 1.0  # seconds every side gets between configuration and traffic: steady state, not start-up
@@ -63,11 +63,15 @@ def vmhwm_kib(pid: int) -> int:
 class Gadgetd:
     name, device, directions = "gadgetd", GADGET_ZERO, ("in", "out")
 
+    def __init__(self):
+        # The console script, as a board runs it; bring-up is timed by the one watcher below.
+        self.strategy = GadgetStrategy(templates.path("sourcesink"),
+                                       command=(str(ROOT / ".venv/bin/gadgetd"),),
+                                       log_file=open(os.devnull, "w"))
+
     def up(self) -> float:
         start = time.monotonic()
-        self.proc = subprocess.Popen([str(ROOT / ".venv/bin/gadgetd"), "run",
-                                      str(ROOT / "configfs_templates/sourcesink.toml")],
-                                     stderr=subprocess.DEVNULL)
+        self.proc = self.strategy.start()
         return wait_configured(self.device) - start
 
     def rss_kib(self) -> dict:
@@ -80,8 +84,7 @@ class Gadgetd:
         return runstate.read("gadgetd-sourcesink")["functions"]["ss0"]["pid"]
 
     def down(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(60)
+        self.strategy.stop()
 
 
 class KernelSourceSink:

@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from gadgetd import __version__, template
+from gadgetd import __version__, template, templates
 from gadgetd.errors import GadgetdError, TemplateError
 from gadgetd.model import BLOCKING, NONBLOCK
 
@@ -35,10 +35,17 @@ def main(verbose):
     setup_logging(verbose)
 
 
+def template_argument():
+    return click.argument("template_path", metavar="TEMPLATE",
+                          callback=lambda ctx, param, value: templates.resolve(value))
+
+
 @main.command()
-@click.argument("template_path", metavar="TEMPLATE", type=click.Path(dir_okay=False))
+@template_argument()
 def check(template_path):
-    """Validate TEMPLATE without touching the system (no root needed)."""
+    """Validate TEMPLATE without touching the system (no root needed).
+
+    TEMPLATE is a file or the name of a packaged template (`gadgetd templates`)."""
     try:
         spec = template.load(template_path)
     except GadgetdError as exc:
@@ -49,7 +56,7 @@ def check(template_path):
 
 
 @main.command()
-@click.argument("template_path", metavar="TEMPLATE", type=click.Path(dir_okay=False))
+@template_argument()
 @click.option("--udc", help="UDC to bind (overrides the template's udc).")
 @click.option("--nonblock/--blocking", "nonblock", default=None,
               help="ep0_open = nonblock: O_RDWR|O_NDELAY, retried on EAGAIN; or blocking "
@@ -62,7 +69,8 @@ def check(template_path):
 def run(template_path, udc, nonblock, no_disconnect, replace, wait_for_udc):
     """Build the gadget from TEMPLATE, bind it and serve it until SIGTERM/SIGINT.
 
-    SIGHUP reloads TEMPLATE and re-enumerates; an invalid new template keeps the running one.
+    TEMPLATE is a file or the name of a packaged template (`gadgetd templates`). SIGHUP reloads
+    TEMPLATE and re-enumerates; an invalid new template keeps the running one.
     """
     from pathlib import Path
 
@@ -81,6 +89,13 @@ def run(template_path, udc, nonblock, no_disconnect, replace, wait_for_udc):
         sys.exit(Supervisor(spec, replace=replace, wait_for_udc=wait_for_udc, reload=load).run())
     except GadgetdError as exc:
         fail(exc)
+
+
+@main.command("templates")
+def list_templates():
+    """The packaged templates: name and path (`gadgetd run NAME` serves one)."""
+    for name, path in templates.packaged().items():
+        click.echo(f"{name}\t{path}")
 
 
 @main.command()
@@ -117,8 +132,9 @@ def down(name):
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of the table.")
 @click.option("--record", type=click.Path(dir_okay=False),
               help="Append each scenario's result to FILE as it finishes (JSON lines).")
-@click.option("--template", type=click.Path(exists=True, dir_okay=False),
-              help="Template of the gadget to test (default: the loopback template).")
+@click.option("--template", callback=lambda c, p, v: v and templates.resolve(v),
+              help="Template of the gadget to test, a file or a packaged name (default: "
+                   "loopback).")
 def repro(nonblock, scenarios, duration, as_json, record, template):
     """Reproduce the ep0 open() regression (e5bf5ee26663) on the running kernel.
 
@@ -193,7 +209,7 @@ def status(as_json):
 
 
 @main.command("install-service")
-@click.argument("template_path", metavar="TEMPLATE", type=click.Path(exists=True, dir_okay=False))
+@template_argument()
 @click.option("--name", help="Instance name (default: the template's gadget name).")
 @click.option("--root", default="/", show_default=True, type=click.Path(file_okay=False),
               help="Install under this root instead (an image being built; no systemctl).")

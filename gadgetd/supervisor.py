@@ -1,100 +1,67 @@
 """`gadgetd run`: the root supervisor.
 
-It owns configfs, the FunctionFS mounts and the UDC; each function is served by a worker child
-running as the template's user. Bring-up order (bind too early and the kernel answers ENODEV):
-configfs tree, mounts, workers (ep0 opened, descriptors and strings written, ep files open), UDC
-bound last. Recovery is one place: a worker that dies or reports an error is replaced after the
-UDC is unbound (reopening a deactivated instance that is still bound deadlocks kernels whose
-open() takes ffs->mutex), then the UDC is bound again. Teardown mirrors bring-up.
+Reading order: gadgetd.cli (`run`) -> this module -> gadgetd.recovery (each function's worker as a
+state of the loop) -> gadgetd.worker_process (fork, ready, end) -> gadgetd.worker (the child) ->
+gadgetd.function and gadgetd.functions.* (serving one FunctionFS instance).
+
+The supervisor owns configfs, the FunctionFS mounts and the UDC; each function is served by a
+worker child running as the template's user. Bring-up order (bind too early and the kernel
+answers ENODEV): configfs tree, mounts, workers (ep0 opened, descriptors and strings written, ep
+files open), UDC bound last, once every worker said it is ready. Everything after bring-up runs in
+one event loop (gadgetd.eventloop): worker channels and exits, UDC add/remove and state, the
+status file and the watchdog. Teardown is one path, used by stop and by reload: unbind, then the
+undo log in reverse.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import pwd
 import select
 import signal
-import socket
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
-from gadgetd import configfs, controllers, ffs, runstate, udc, worker
+from gadgetd import configfs, controllers, ffs, leftovers, runstate, udc
 from gadgetd.errors import GadgetdError, SetupError, TemplateError
+from gadgetd.eventloop import EventLoop
 from gadgetd.model import FunctionSpec, GadgetSpec
 from gadgetd.notify import Notifier
+from gadgetd.recovery import READY_TIMEOUT, Recovery
 from gadgetd.undo import UndoLog
+from gadgetd.worker_process import WorkerProcess
 
 log = logging.getLogger(__name__)
-READY_TIMEOUT = 60.0  # seconds a worker may take to open ep0 and its ep files
 TICK = 1.0  # supervisor housekeeping interval (status file, watchdog)
-
-
-@dataclass
-class Worker:
-    fn: FunctionSpec
-    pid: int
-    channel: socket.socket
-    ready: bool = False
-    status: dict | None = None
-    last_heard: float = 0.0
-    error: str | None = None
+STOP_TIMEOUT = 30.0  # seconds a worker may take to stop on SIGTERM at teardown
 
 
 class Supervisor:
     def __init__(self, spec: GadgetSpec, replace: bool = False, wait_for_udc: bool = False,
-                 reload=None, notifier: Notifier | None = None):
+                 reload=None, notifier: Notifier | None = None, loop: EventLoop | None = None):
         self.spec, self.replace, self.wait_for_udc = spec, replace, wait_for_udc
         self.reload = reload  # () -> GadgetSpec, for SIGHUP
         self.notifier = notifier or Notifier()
+        self.loop = loop
         self.undo = UndoLog()
-        self.workers: dict[str, Worker] = {}
+        self.recovery: Recovery | None = None
         self.gadget_dir = configfs.gadget_dir(spec.name)
         self.udc_name: str | None = None
         self.udc_state = ""
-        self.recoveries: list[dict] = []
         self.watch: udc.UdcWatch | None = None
+        self.failure: GadgetdError | None = None
+        self._state_fd: int | None = None
         self._stop = False
         self._reload_requested = False
         self._ready_sent = False
-        self._poller: select.epoll | None = None
-        self._handlers: dict = {}
-        self.started = time.time()
+        self.started = 0.0
 
     # --- bring-up ---------------------------------------------------------------------------
     def _status(self, text: str) -> None:
         log.info("%s", text)
         self.notifier.send(status=text)
-
-    def _clean_leftovers(self) -> None:
-        previous = runstate.read(self.spec.name)
-        if previous and previous.get("pid") != os.getpid() and runstate.alive(previous["pid"]):
-            raise SetupError(f"gadget {self.spec.name!r} is served by gadgetd pid "
-                             f"{previous['pid']}: stop that one first")
-        if not self.gadget_dir.exists():
-            return
-        if previous is None and not self.replace:
-            raise SetupError(f"gadget {self.spec.name!r} already exists in configfs: "
-                             f"'gadgetd down {self.spec.name}' or run with --replace")
-        bound = udc.bound(self.gadget_dir)
-        for fn in self.spec.functions.values():
-            mounts = ffs.mountpoints(fn.name)
-            if mounts and bound and (mounts[0] / "ep0").exists() and not (mounts[0] / "ep1").exists():
-                # A crashed daemon's no_disconnect instance: DEACTIVATED with the gadget bound.
-                log.warning("FunctionFS %s is deactivated (its daemon died) while %s stays bound "
-                            "to %s: unbinding before anything reopens ep0, since kernels whose "
-                            "open() takes ffs->mutex (e5bf5ee26663 without 2005aabe94ea) "
-                            "deadlock reopening it bound", fn.name, self.spec.name, bound)
-        who = f"gadgetd pid {previous['pid']}" if previous else "an earlier run"
-        log.warning("removing gadget %s left by %s", self.spec.name, who)
-        start = time.monotonic()
-        failures = configfs.remove_gadget(self.spec.name)
-        if failures:
-            raise SetupError(f"could not remove the leftover gadget: {failures[0]}")
-        log.info("leftovers removed in %.0f ms (the reset ran in umount, not in open)",
-                 (time.monotonic() - start) * 1e3)
 
     def _check_budget(self, udc_name: str) -> None:
         problems = controllers.check(self.spec, controllers.controller_of(udc_name))
@@ -115,6 +82,7 @@ class Supervisor:
         return replace(fn, mount=mount)
 
     def bring_up(self) -> None:
+        """Build the tree, mount, start the workers; the loop binds once they are ready."""
         try:
             self._bring_up()
         except OSError as exc:
@@ -129,7 +97,7 @@ class Supervisor:
             self.udc_name = udc.resolve(spec.udc)  # before anything is touched
             self._check_budget(self.udc_name)
         configfs.ensure_configfs()
-        self._clean_leftovers()
+        leftovers.clean(spec, self.replace)
         for fn in functions.values():
             if ffs.mountpoints(fn.name) or fn.mountpoint.is_mount():
                 raise SetupError(f"{fn.mountpoint} or FunctionFS instance {fn.name!r} is already "
@@ -139,85 +107,38 @@ class Supervisor:
         configfs.GadgetTree(spec, self.undo).build()
         for fn in functions.values():
             ffs.mount(fn, self.undo)
+        self.recovery = Recovery(self.loop, self._spawn, self._unbind, self._on_all_ready,
+                                 self._fatal)
         self.undo.push("stop workers", self._stop_workers)
-        for fn in functions.values():
-            self._start_worker(fn)
+        self.recovery.start(functions)
         self._write_state()
 
-    def _start_worker(self, fn: FunctionSpec) -> Worker:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        parent = os.getpid()
-        pid = os.fork()
-        if pid == 0:  # the child: keep only stdio and its end of the channel
-            fd = os.dup2(theirs.fileno(), 3, inheritable=False)
-            os.closerange(4, os.sysconf("SC_OPEN_MAX"))
-            worker.run(fn, socket.socket(fileno=fd), parent)
-        theirs.close()
-        w = Worker(fn, pid, ours, last_heard=time.monotonic())
-        self.workers[fn.name] = w
-        deadline = time.monotonic() + READY_TIMEOUT
-        while not w.ready:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self._receive(w, remaining):
-                raise SetupError(f"function {fn.name}: worker did not get ready"
-                                 + (f": {w.error}" if w.error else ""))
-        log.info("function %s served by pid %d as %s", fn.name, pid, fn.user or "root")
-        if self._poller is not None:
-            self._poller.register(w.channel.fileno(), select.EPOLLIN)
-            self._handlers[w.channel.fileno()] = lambda w=w: self._on_worker(w)
-        return w
+    def _spawn(self, fn: FunctionSpec, on_ready, on_gone) -> WorkerProcess:
+        return WorkerProcess(fn, self.loop, on_ready, on_gone).start(READY_TIMEOUT)
 
-    def _receive(self, w: Worker, timeout: float) -> bool:
-        """Read one message from a worker; False when it is gone (EOF) or silent for `timeout`."""
-        ready, _, _ = select.select([w.channel], [], [], timeout)
-        if not ready:
-            return False
-        data = w.channel.recv(1 << 20)
-        if not data:
-            return False
-        message = json.loads(data)
-        w.last_heard = time.monotonic()
-        if message["type"] == "ready":
-            w.ready = True
-        if message["type"] == "error":
-            w.error = message["error"]
-        if "status" in message:
-            w.status = message["status"]
-        return True
+    def _fatal(self, message: str) -> None:
+        self.failure = SetupError(message)
+        self.loop.stop()
 
     def _stop_workers(self) -> None:
-        for w in self.workers.values():
-            self._end_worker(w, signal.SIGTERM)
-        self.workers.clear()
-
-    def _end_worker(self, w: Worker, sig: int) -> int | None:
-        if self._poller is not None and w.channel.fileno() in self._handlers:
-            self._poller.unregister(w.channel.fileno())
-            del self._handlers[w.channel.fileno()]
-        try:
-            os.kill(w.pid, sig)
-        except ProcessLookupError:
-            pass
-        status = None
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            pid, status = os.waitpid(w.pid, os.WNOHANG)
-            if pid:
-                break
-            time.sleep(0.02)
-        else:
-            log.error("worker %d did not stop: killing it", w.pid)
-            os.kill(w.pid, signal.SIGKILL)
-            _, status = os.waitpid(w.pid, 0)
-        w.channel.close()
-        return status
+        self.recovery.stopping = True
+        workers = self.recovery.workers()
+        for w in workers:
+            w.signal(signal.SIGTERM)
+        for w in workers:
+            w.end(signal.SIGTERM, STOP_TIMEOUT)
 
     # --- the UDC ----------------------------------------------------------------------------
+    def _on_all_ready(self) -> None:
+        self._try_bind()
+        if self.watch is None:
+            self._start_watch()
+
     def _try_bind(self) -> bool:
         """Bind when every worker is ready and a UDC is there; True once bound."""
         if udc.bound(self.gadget_dir):
             return True
-        if not all(w.ready for w in self.workers.values()):
+        if self.recovery is None or not self.recovery.all_ready:
             return False
         try:
             name = udc.resolve(self.spec.udc)
@@ -232,6 +153,7 @@ class Supervisor:
             return False
         self.udc_name = name
         self._follow_udc_state(name)
+        self._write_state()  # whoever waits for the bind reads it here
         self._status(f"bound to {name}")
         if not self._ready_sent:  # READY=1 once the gadget is bound to a UDC
             self.notifier.send(ready=1)
@@ -244,17 +166,27 @@ class Supervisor:
         except OSError as exc:
             log.warning("unbind failed: %s", exc)
 
+    def _start_watch(self) -> None:
+        """The UDC watch starts after the first bind attempt, so importing pyudev (0.6 s in the
+        VM) overlaps the host's enumeration instead of delaying it. Whatever happened to the UDC
+        before the monitor listened is read from sysfs once it does."""
+        self.watch = udc.UdcWatch()
+        self.loop.add_reader(self.watch.fileno(), self._on_udc_event)
+        if udc.bound(self.gadget_dir):
+            self._follow_udc_state(self.udc_name)
+        else:  # not there yet, or removed before the monitor listened
+            self._try_bind()
+
     def _follow_udc_state(self, name: str | None) -> None:
         if self.watch is None:
             return
-        old = self.watch.state_file.fileno() if self.watch.state_file else None
-        if old is not None and self._poller is not None and old in self._handlers:
-            self._poller.unregister(old)
-            del self._handlers[old]
+        if self._state_fd is not None:
+            self.loop.remove_reader(self._state_fd)
+            self._state_fd = None
         fd = self.watch.watch_state(name)
-        if fd is not None and self._poller is not None:
-            self._poller.register(fd, select.EPOLLPRI | select.EPOLLERR)
-            self._handlers[fd] = self._on_udc_state
+        if fd is not None:
+            self._state_fd = fd
+            self.loop.add_reader(fd, self._on_udc_state, select.EPOLLPRI | select.EPOLLERR)
             self._on_udc_state()
 
     def _on_udc_state(self) -> None:
@@ -276,41 +208,16 @@ class Supervisor:
             elif action == "add":
                 self._try_bind()
 
-    # --- workers ----------------------------------------------------------------------------
-    def _on_worker(self, w: Worker) -> None:
-        try:
-            alive = self._receive(w, 0)
-        except (OSError, ValueError):
-            alive = False
-        if not alive or w.error:
-            self._recover(w, w.error or "worker exited")
-
-    def _recover(self, w: Worker, reason: str) -> None:
-        start = time.monotonic()
-        status = self._end_worker(w, signal.SIGKILL)
-        log.warning("function %s: %s (exit status %s): recovering", w.fn.name, reason, status)
-        self.notifier.send(status=f"recovering {w.fn.name}: {reason}")
-        # Unbind before the instance is reopened (see the module docstring).
-        self._unbind()
-        backoff = 0.1
-        while not self._stop:
-            try:
-                self._start_worker(w.fn)
-                break
-            except (SetupError, OSError) as exc:
-                log.error("function %s: restart failed: %s; retrying in %.1f s", w.fn.name, exc,
-                          backoff)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 10)
-        bound = self._try_bind()
-        took = time.monotonic() - start
-        self.recoveries.append({"function": w.fn.name, "reason": reason,
-                                "seconds": round(took, 3), "at": time.time()})
-        log.info("function %s recovered in %.0f ms%s", w.fn.name, took * 1e3,
-                 "" if bound else " (waiting for the UDC)")
-
     # --- state, watchdog --------------------------------------------------------------------
     def state(self) -> dict:
+        slots = self.recovery.slots if self.recovery else {}
+        functions = {}
+        for name, slot in slots.items():
+            w = slot.worker
+            functions[name] = {"pid": w.pid if w else None, "user": slot.fn.user or "root",
+                               "ready": bool(w and w.ready), "state": slot.state,
+                               "last_error": slot.last_error, **((w and w.status) or {})}
+        recoveries = self.recovery.recoveries if self.recovery else []
         return {
             "name": self.spec.name,
             "pid": os.getpid(),
@@ -319,10 +226,9 @@ class Supervisor:
             "udc": self.udc_name,
             "bound": udc.bound(self.gadget_dir) if self.gadget_dir.exists() else "",
             "udc_state": self.udc_state,
-            "recoveries": self.recoveries[-20:],
-            "recovery_count": len(self.recoveries),
-            "functions": {name: {"pid": w.pid, "user": w.fn.user or "root", "ready": w.ready,
-                                 **(w.status or {})} for name, w in self.workers.items()},
+            "recoveries": recoveries[-20:],
+            "recovery_count": len(recoveries),
+            "functions": functions,
         }
 
     def _write_state(self) -> None:
@@ -333,63 +239,19 @@ class Supervisor:
 
     def _tick(self) -> None:
         self._write_state()
-        interval = self.notifier.watchdog_interval
-        fresh = all(time.monotonic() - w.last_heard < (interval or 10) / 2
-                    for w in self.workers.values())
-        if fresh:  # a worker whose loop is stuck stops the pings; systemd restarts us
-            self.notifier.send(watchdog=1)
+        interval = self.notifier.watchdog_interval or 2 * TICK
+        now = self.loop.clock()
+        # A ready worker whose loop is stuck stops the pings and systemd restarts us; workers
+        # being recovered are the supervisor's business and do not.
+        silent = [w for w in (self.recovery.workers() if self.recovery else [])
+                  if w.ready and now - w.last_heard >= interval / 2]
+        if silent:
+            log.warning("worker %d's event loop is silent: withholding the watchdog ping",
+                        silent[0].pid)
         else:
-            log.warning("a worker's event loop is silent: withholding the watchdog ping")
+            self.notifier.send(watchdog=1)
 
-    # --- the loop ---------------------------------------------------------------------------
-    def serve(self) -> None:
-        wake_r, wake_w = socket.socketpair()
-        for sock in (wake_r, wake_w):
-            sock.setblocking(False)
-        old_wakeup = signal.set_wakeup_fd(wake_w.fileno())
-        self._poller = select.epoll()
-        self._handlers = {wake_r.fileno(): lambda: wake_r.recv(4096)}
-        for w in self.workers.values():
-            self._handlers[w.channel.fileno()] = lambda w=w: self._on_worker(w)
-        try:
-            for fd in self._handlers:
-                self._poller.register(fd, select.EPOLLIN)
-            self._try_bind()
-            self._start_watch()
-            tick = (self.notifier.watchdog_interval or 2 * TICK) / 2
-            next_tick = 0.0
-            while not self._stop:
-                for fd, _ in self._poller.poll(min(tick, TICK)):
-                    handler = self._handlers.get(fd)
-                    if handler:
-                        handler()
-                if self._reload_requested:
-                    self._reload_requested = False
-                    self._do_reload()
-                if time.monotonic() >= next_tick:
-                    self._tick()
-                    next_tick = time.monotonic() + tick
-        finally:
-            signal.set_wakeup_fd(old_wakeup)
-            self._poller.close()
-            self._poller = None
-            if self.watch is not None:
-                self.watch.close()
-            wake_r.close()
-            wake_w.close()
-
-    def _start_watch(self) -> None:
-        """The UDC watch starts after the first bind attempt, so importing pyudev (0.6 s in the
-        VM) overlaps the host's enumeration instead of delaying it. Whatever happened to the UDC
-        before the monitor listened is read from sysfs once it does."""
-        self.watch = udc.UdcWatch()
-        self._poller.register(self.watch.fileno(), select.EPOLLIN)
-        self._handlers[self.watch.fileno()] = self._on_udc_event
-        if udc.bound(self.gadget_dir):
-            self._follow_udc_state(self.udc_name)
-        else:  # not there yet, or removed before the monitor listened
-            self._try_bind()
-
+    # --- signals, reload --------------------------------------------------------------------
     def _on_signal(self, signum, frame):
         if signum == signal.SIGHUP:
             self._reload_requested = True
@@ -397,7 +259,13 @@ class Supervisor:
         log.info("%s: stopping", signal.Signals(signum).name)
         self._stop = True
 
-    def _do_reload(self) -> None:
+    def _should_stop(self) -> bool:
+        if self._reload_requested and not self._stop:
+            self._reload_requested = False
+            self._reload()
+        return self._stop
+
+    def _reload(self) -> None:
         try:
             new = self.reload() if self.reload else None
         except (TemplateError, GadgetdError) as exc:
@@ -407,50 +275,57 @@ class Supervisor:
             return
         log.info("SIGHUP: re-enumerating with %s", new.source)
         self.notifier.send(reloading=1, status="reloading the template")
-        self._teardown_quietly()
-        self.spec = new
-        self.gadget_dir = configfs.gadget_dir(new.name)
-        self.workers = {}
-        self.bring_up()  # registers the new workers with the running loop
-        self._try_bind()
-        self.notifier.send(ready=1)
-
-    def _teardown_quietly(self) -> None:
-        self._unbind()
-        failures = self.undo.unwind()
-        runstate.remove(self.spec.name)
+        failures = self._teardown()
         if failures:
             raise SetupError(f"reload: teardown failed: {failures[0]}")
+        self.spec = new
+        self.gadget_dir = configfs.gadget_dir(new.name)
+        self._ready_sent = False  # READY=1 again once the new gadget is bound
+        self.bring_up()
 
-    def tear_down(self) -> list[str]:
-        self.notifier.send(stopping=1, status="stopping")
+    def _teardown(self) -> list[str]:
+        """The one teardown path: unbind, then undo every bring-up step in reverse. A bring-up
+        refused before its first step touches nothing (not someone else's gadget or state)."""
+        if not self.undo:
+            return []
         if self.gadget_dir.exists():
             self._unbind()
         failures = self.undo.unwind()
         runstate.remove(self.spec.name)
-        if failures:
-            log.error("teardown left %d problems", len(failures))
-        else:
-            log.info("gadget %s removed", self.spec.name)
         return failures
 
+    # --- the run ----------------------------------------------------------------------------
     def run(self) -> int:
         """Bring up, serve, tear down. Signals only set flags for the whole lifetime, so a
         SIGTERM during bring-up or teardown never leaves a half-built gadget behind."""
         previous = {sig: signal.signal(sig, self._on_signal)
                     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+        self.loop = self.loop or EventLoop(max_wait=TICK)
+        self.loop.wake_on_signals()
+        self.started = time.time()
         status = 0
         try:
             self.bring_up()
-            if not self._stop:
-                self.serve()
+            tick = (self.notifier.watchdog_interval or 2 * TICK) / 2
+            self.loop.every(min(tick, TICK), self._tick)
+            self.loop.run(until=self._should_stop)
+            if self.failure is not None:
+                raise self.failure
         except Exception as exc:
             if not isinstance(exc, GadgetdError):
                 log.exception("gadgetd failed")
             raise
         finally:
-            if self.tear_down():
+            self.notifier.send(stopping=1, status="stopping")
+            failures = self._teardown()
+            if failures:
+                log.error("teardown left %d problems", len(failures))
                 status = 1
+            else:
+                log.info("gadget %s removed", self.spec.name)
+            if self.watch is not None:
+                self.watch.close()
+            self.loop.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         return status

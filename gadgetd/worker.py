@@ -1,26 +1,24 @@
 """A function worker: a child of the root supervisor, running as the template's unprivileged user.
 
 It opens ep0 under the open policy, writes descriptors and strings, opens the endpoint files and
-serves events and data. It tells the supervisor over a socketpair: `ready` once the ep files are
-open (the supervisor binds the UDC only then), `status` and `heartbeat` every second from its
-event loop (the supervisor's systemd watchdog depends on them). Any error ends the worker; the
-supervisor's recovery (unbind, respawn, rebind) is the one place that handles it.
+serves events and data in gadgetd.eventloop. It tells the supervisor over its channel
+(gadgetd.channel): `ready` once the ep files are open (the supervisor binds the UDC only then),
+`status` every second from its event loop (the supervisor's watchdog depends on them). Any
+error ends the worker; the supervisor's recovery (unbind, respawn, rebind) handles it.
 """
 
 from __future__ import annotations
 
 import ctypes
-import json
 import logging
 import os
 import pwd
-import select
 import signal
 import socket
 import sys
-import time
 
-from gadgetd import ffs, registry
+from gadgetd import channel, ffs, registry
+from gadgetd.eventloop import EventLoop
 from gadgetd.model import FunctionSpec
 from gadgetd.open_policy import Ep0OpenPolicy, RetryStats
 
@@ -45,11 +43,7 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def send(channel: socket.socket, **message) -> None:
-    channel.send(json.dumps(message).encode())
-
-
-def serve(fn: FunctionSpec, cls, channel: socket.socket) -> int:
+def serve(fn: FunctionSpec, cls, sock: socket.socket) -> int:
     policy = Ep0OpenPolicy(fn.ep0_open)
     stats = RetryStats()
     ep0 = ffs.Ep0(fn.mountpoint, policy, stats)
@@ -63,38 +57,24 @@ def serve(fn: FunctionSpec, cls, channel: socket.socket) -> int:
             f.close()
         ep0.close()
         raise
-    stopping = False
-
-    def on_term(signum, frame):
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, on_term)
+    loop = EventLoop(max_wait=STATUS_INTERVAL)
+    signal.signal(signal.SIGTERM, lambda signum, frame: loop.stop())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when we stop
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    wake_r, wake_w = socket.socketpair()
-    wake_w.setblocking(False)
-    signal.set_wakeup_fd(wake_w.fileno())
-    handlers = {wake_r.fileno(): lambda: wake_r.recv(64), **server.handlers()}
-    send(channel, type="ready", status=server.status())
+    loop.wake_on_signals()
     try:
-        with select.epoll() as poller:
-            for fd in handlers:
-                poller.register(fd, select.EPOLLIN)
-            next_status = 0.0
-            while not stopping:
-                for fd, _ in poller.poll(STATUS_INTERVAL):
-                    handlers[fd]()
-                now = time.monotonic()
-                if now >= next_status:
-                    send(channel, type="status", status=server.status())
-                    next_status = now + STATUS_INTERVAL
+        for fd, handler in server.handlers().items():
+            loop.add_reader(fd, handler)
+        channel.send(sock, channel.Ready(server.status()))
+        loop.every(STATUS_INTERVAL, lambda: channel.send(sock, channel.Status(server.status())))
+        loop.run()
     finally:
+        loop.close()
         server.close()
     return 0
 
 
-def run(fn: FunctionSpec, channel: socket.socket, parent: int) -> None:
+def run(fn: FunctionSpec, sock: socket.socket, parent: int) -> None:
     """Entry point in the forked child; never returns."""
     status = 1
     try:
@@ -103,14 +83,14 @@ def run(fn: FunctionSpec, channel: socket.socket, parent: int) -> None:
         cls = registry.server_class(registry.get(fn.type))
         drop_privileges(fn.user)
         _die_with_parent(parent)
-        status = serve(fn, cls, channel)
+        status = serve(fn, cls, sock)
     except ffs.SetupCancelled:
         status = 1
     except BaseException as exc:
         if not isinstance(exc, SystemExit):
             log.exception("worker %s failed", fn.name)
             try:
-                send(channel, type="error", error=f"{type(exc).__name__}: {exc}")
+                channel.send(sock, channel.Error(f"{type(exc).__name__}: {exc}"))
             except OSError:
                 pass
     finally:

@@ -2,8 +2,10 @@ from pathlib import Path
 
 import pytest
 
+from gadgetd import templates
+
 ROOT = Path(__file__).resolve().parent.parent
-TEMPLATES = ROOT / "configfs_templates"
+TEMPLATES = templates.directory()
 
 
 @pytest.fixture

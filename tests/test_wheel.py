@@ -1,5 +1,7 @@
-"""The wheel a board installs: only the declared dependencies, the templates included, the
-version from one place. Builds and installs into a fresh venv (slow: marked `wheel`)."""
+"""The wheel a board installs: only the declared dependencies, the templates as package data
+(found by name), the version from one place, the function types through their entry points,
+the HIL suite as a pytest plugin. Builds and installs into a fresh venv and runs everything
+from outside the checkout (slow: marked `wheel`)."""
 
 import subprocess
 import sys
@@ -34,9 +36,26 @@ def test_wheel_installs_and_runs_with_declared_dependencies(tmp_path):
         assert dev_only not in installed
     assert run(env_dir / "bin" / "gadgetd", "--version").strip() == (
         f"gadgetd, version {gadgetd.__version__}")
-    templates = env_dir / "share" / "gadgetd" / "configfs_templates"
-    for name in ("loopback.toml", "sourcesink.toml", "pizero.toml"):
-        out = run(env_dir / "bin" / "gadgetd", "check", templates / name)
-        assert ": ok: gadget" in out
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    listed = dict(line.split("\t") for line in
+                  run(env_dir / "bin" / "gadgetd", "templates", cwd=outside).splitlines())
+    assert sorted(listed) == ["loopback", "pizero", "sourcesink"]
+    for name, path in listed.items():
+        assert Path(path).is_file() and "site-packages/gadgetd/configfs_templates" in path
+        out = run(env_dir / "bin" / "gadgetd", "check", name, cwd=outside)
+        assert ": ok: gadget" in out and path in out
     unit = run(py, "-c", "from gadgetd.service import render_unit; print(render_unit())")
     assert f"ExecStart={env_dir}/bin/gadgetd run --wait-for-udc" in unit
+    # Every board-side module imports with the declared dependencies alone (libaio included).
+    run(py, "-c", "import gadgetd.cli, gadgetd.supervisor, gadgetd.worker, gadgetd.strategy, "
+        "gadgetd.functions.loopback, gadgetd.functions.sourcesink, gadgetd.repro.runner, "
+        "gadgetd.repro.scenarios, gadgetd.repro.local_host", cwd=outside)
+    # The HIL suite: a pytest plugin found through its entry point, from any directory.
+    run(py, "-m", "pip", "install", "-q", "pytest")
+    collected = run(py, "-m", "pytest", "--pyargs", "gadgetd.hil", "--collect-only", "-q",
+                    "--template", "loopback", cwd=outside)
+    assert "test_enumeration.py::test_device_appears_within_timeout" in collected
+    assert "tests collected" in collected
+    options = run(py, "-m", "pytest", "--help", cwd=outside)
+    assert "--device" in options and "--board-ssh-config" in options

@@ -91,8 +91,7 @@ def local(template_path, daemon_args, pytest_args):
 
 
 @main.command()
-@click.argument("template_path", metavar="TEMPLATE",
-                default="configfs_templates/loopback.toml")
+@click.argument("template_path", metavar="TEMPLATE", default="loopback")
 @click.option("--daemon-arg", "daemon_args", multiple=True,
               help="Extra argument for 'gadgetd run' (repeatable).")
 def demo(template_path, daemon_args):

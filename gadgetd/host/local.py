@@ -7,18 +7,16 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import usb.util
 
-from gadgetd import configfs, template
+from gadgetd import templates
+from gadgetd.errors import SetupError
 from gadgetd.host.device import SPEED_NAMES, DeviceSelector, LoopbackDriver, wait_for_device
-
-HIL_DIR = Path(__file__).resolve().parents[2] / "hil"
+from gadgetd.strategy import GadgetStrategy
 
 
 class ServeError(Exception):
@@ -27,38 +25,27 @@ class ServeError(Exception):
 
 @contextlib.contextmanager
 def served(template_path: str, daemon_args: list[str], appear_timeout: float = 60.0):
-    """Run `gadgetd run TEMPLATE` and yield (spec, device) once the host sees the device.
+    """Serve TEMPLATE (gadgetd.strategy) and yield (spec, device) once the host sees the device.
 
     On exit the daemon gets SIGTERM; a non-zero exit or any leftover raises ServeError.
     """
-    spec = template.load(template_path)
+    strategy = GadgetStrategy(templates.resolve(template_path), tuple(daemon_args),
+                              log_file=sys.stderr)
+    spec = strategy.spec
     selector = DeviceSelector(spec.id_vendor, spec.id_product)
-    daemon = subprocess.Popen([sys.executable, "-m", "gadgetd", "run", template_path,
-                               *daemon_args])
     problems = []
     try:
-        deadline = time.monotonic() + appear_timeout
-        while True:
-            if daemon.poll() is not None:
-                raise ServeError(f"gadgetd exited {daemon.returncode} before {selector} appeared")
-            try:
-                device = wait_for_device(selector, 1.0)
-                break
-            except TimeoutError:
-                if time.monotonic() > deadline:
-                    raise ServeError(f"{selector} did not appear in {appear_timeout:g} s") from None
+        try:
+            strategy.transition("served", appear_timeout)
+            device = wait_for_device(selector, appear_timeout)
+        except (SetupError, TimeoutError) as exc:
+            raise ServeError(str(exc)) from None
         yield spec, device
     finally:
-        if daemon.poll() is None:
-            daemon.send_signal(signal.SIGTERM)
-        try:
-            status = daemon.wait(60)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            status = daemon.wait()
-        if status != 0:
+        status = strategy.stop()
+        if status:
             problems.append(f"gadgetd exited {status}")
-        problems += [f"left behind: {item}" for item in configfs.leftovers(spec)]
+        problems += [f"left behind: {item}" for item in strategy.leftovers()]
     if problems:
         raise ServeError("; ".join(problems))
 
@@ -66,7 +53,7 @@ def served(template_path: str, daemon_args: list[str], appear_timeout: float = 6
 def serve_and_test(template_path: str, pytest_args: list[str], daemon_args: list[str]) -> int:
     try:
         with served(template_path, daemon_args):
-            status = subprocess.run([sys.executable, "-m", "pytest", str(HIL_DIR),
+            status = subprocess.run([sys.executable, "-m", "pytest", "--pyargs", "gadgetd.hil",
                                      "--template", template_path, *pytest_args]).returncode
     except ServeError as exc:
         print(f"gadgetd-hil local: {exc}", file=sys.stderr)

@@ -1,59 +1,23 @@
 """The device-side rig repro works on: the real `gadgetd run` serving the loopback template,
-killed when a scenario needs a DEACTIVATED instance, and the host side that drives it."""
+brought to each state by gadgetd.strategy (killed when a scenario needs a DEACTIVATED
+instance), and the host side that drives it."""
 
 from __future__ import annotations
 
 import json
 import os
 import select
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from gadgetd import configfs, ffs, template, udc
+from gadgetd import ffs, templates, udc
 from gadgetd.errors import SetupError
-from gadgetd.host import drive
-from gadgetd.host.device import DeviceSelector, wait_for_device, wait_for_removal
 from gadgetd.repro.kernel_log import task_state
+from gadgetd.strategy import GadgetStrategy, local_host_sees
 
 STARTUP_TIMEOUT = 120.0  # seconds a child interpreter may take to start on a loaded machine
-DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "configfs_templates" / "loopback.toml"
-
-
-class LocalHost:
-    """This machine's host controller sees the gadget (dummy_hcd): drive it with pyusb."""
-
-    observable = True
-
-    def __init__(self, selector: DeviceSelector):
-        self.selector = selector
-
-    def wait_device(self, timeout: float = 30.0):
-        return wait_for_device(self.selector, timeout)
-
-    def present(self) -> bool:
-        return self.selector.find() is not None
-
-    def wait_gone(self, timeout: float) -> bool:
-        try:
-            wait_for_removal(self.selector, timeout)
-            return True
-        except TimeoutError:
-            return False
-
-    def storm(self) -> drive.Storm:
-        return drive.Storm(self.selector).start()
-
-    def set_interface(self, alt: int) -> str:
-        dev = self.selector.find()
-        return drive.set_interface(dev, alt) if dev else "absent"
-
-    def set_configuration(self, value: int) -> str:
-        dev = self.selector.find()
-        return drive.set_configuration(dev, value) if dev else "absent"
 
 
 class RemoteHost:
@@ -81,18 +45,14 @@ class RemoteHost:
 
 
 class Rig:
-    def __init__(self, template_path: Path = DEFAULT_TEMPLATE, log=sys.stderr):
-        self.template_path = Path(template_path)
-        self.spec = template.load(self.template_path)
+    def __init__(self, template_path: Path | None = None, log=sys.stderr):
+        self.strategy = GadgetStrategy(template_path or templates.path("loopback"))
+        self.spec = self.strategy.spec
         self.fn = next(iter(self.spec.functions.values()))
-        self.gadget_dir = configfs.gadget_dir(self.spec.name)
-        self.selector = DeviceSelector(self.spec.id_vendor, self.spec.id_product)
-        self.daemon: subprocess.Popen | None = None
-        self.daemon_log = tempfile.TemporaryFile("w+")  # gadgetd's stderr, quoted on failure
+        self.gadget_dir = self.strategy.gadget_dir
         self.daemon_failures: list[str] = []
         self.log = log
-        self.udc = None
-        self.host = LocalHost(self.selector)
+        self.host = RemoteHost()
 
     @property
     def ep0(self) -> Path:
@@ -105,62 +65,42 @@ class Rig:
     def choose_host(self) -> None:
         """Local pyusb host if this machine's host controller enumerates the gadget."""
         self.serve(no_disconnect=False, daemon_nonblock=False)
-        try:
-            self.host.wait_device(20)
-        except TimeoutError:
+        if local_host_sees(self.spec, 20):
+            from gadgetd.repro.local_host import LocalHost  # pyusb: only when it can serve
+
+            self.host = LocalHost(self.spec.id_vendor, self.spec.id_product)
+        else:
             print("repro: no local host controller sees the gadget: expecting "
                   "'gadgetd-hil drive' on the host", file=self.log)
-            self.host = RemoteHost()
         self.stop()
 
     def serve(self, no_disconnect: bool, daemon_nonblock: bool) -> None:
         """Start `gadgetd run` and wait until it has bound the UDC."""
-        args = [sys.executable, "-m", "gadgetd", "run", str(self.template_path), "--replace",
-                "--no-disconnect" if no_disconnect else "--disconnect",
-                "--nonblock" if daemon_nonblock else "--blocking"]
-        self.daemon = subprocess.Popen(args, stderr=self.daemon_log)
-        deadline = time.monotonic() + 60
-        while not (udc.bound(self.gadget_dir) and all(p.exists() for p in self.ep_files)):
-            if self.daemon.poll() is not None:
-                raise SetupError(f"gadgetd run exited {self.daemon.returncode} during setup")
-            if time.monotonic() > deadline:
-                raise SetupError("gadgetd run did not bind the UDC within 60 s")
-            time.sleep(0.05)
-        self.udc = udc.bound(self.gadget_dir)
+        self.strategy.daemon_args = ("--replace",
+                                     "--no-disconnect" if no_disconnect else "--disconnect",
+                                     "--nonblock" if daemon_nonblock else "--blocking")
+        self.strategy.transition("served")
         if self.host.observable:
             self.host.wait_device(30)
 
     def stop(self) -> None:
         """Orderly stop: the daemon tears its gadget down; a failure of gadgetd is recorded."""
-        if self.daemon is None:
-            return
-        if self.daemon.poll() is None:
-            self.daemon.send_signal(signal.SIGTERM)
-        status = self.daemon.wait(60)
-        self.daemon = None
-        if status != 0:
-            self.daemon_log.seek(0)
-            tail = [line for line in self.daemon_log.read().splitlines() if line][-3:]
+        log = self.strategy.daemon_log()
+        status = self.strategy.stop()
+        if status not in (0, None):
+            tail = [line for line in log.splitlines() if line][-3:]
             self.daemon_failures.append(f"gadgetd run exited {status}: " + " | ".join(tail))
-        self.daemon_log.seek(0)
-        self.daemon_log.truncate()
 
     def deactivate(self) -> None:
         """Kill the daemon: every FunctionFS file closes at once; with no_disconnect=1 the
         instance becomes DEACTIVATED while the gadget stays bound (a crashed daemon's state)."""
-        assert self.daemon is not None
-        self.daemon.send_signal(signal.SIGKILL)
-        self.daemon.wait(30)
-        self.daemon = None
-        deadline = time.monotonic() + 10
-        while any(p.exists() for p in self.ep_files) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        self.strategy.transition("deactivated")
 
     def unbind(self) -> None:
-        udc.unbind(self.gadget_dir)
+        self.strategy.transition("unbound")
 
     def bound(self) -> bool:
-        return bool(udc.bound(self.gadget_dir))
+        return bool(self.strategy.bound_udc())
 
     def run_opener(self, kind: str, mode: str, *args: str) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", "gadgetd.repro.openers", kind, mode,
@@ -210,7 +150,11 @@ class Rig:
 
     def cleanup(self) -> list[str]:
         self.stop()
-        return configfs.remove_gadget(self.spec.name) if self.gadget_dir.exists() else []
+        try:
+            self.strategy.transition("absent")
+        except SetupError as exc:
+            return [str(exc)]
+        return []
 
     def mounted(self) -> bool:
         return bool(ffs.mountpoints(self.fn.name))

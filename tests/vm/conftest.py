@@ -6,14 +6,14 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from gadgetd import configfs, runstate, template
+from gadgetd import configfs, templates
 from gadgetd.host.device import DeviceSelector, wait_for_device
+from gadgetd.strategy import GadgetStrategy
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,39 +30,31 @@ def gadgetd(*args, **kw) -> subprocess.CompletedProcess:
 
 
 class RunningDaemon:
+    """`gadgetd run TEMPLATE ARGS` started through gadgetd.strategy, its stderr kept."""
+
     def __init__(self, template_path, *args):
-        self.template_path = str(template_path)
-        self.spec = template.load(self.template_path)
-        self.log = tempfile.TemporaryFile("w+")  # a pipe nobody reads would block the daemon
-        self.proc = subprocess.Popen([sys.executable, "-m", "gadgetd", "run", self.template_path,
-                                      *map(str, args)], stderr=self.log, text=True)
+        self.strategy = GadgetStrategy(template_path, tuple(map(str, args)))
+        self.spec = self.strategy.spec
+        self.proc = self.strategy.start()
         self.selector = DeviceSelector(self.spec.id_vendor, self.spec.id_product)
 
     def wait_bound(self, timeout=60.0):
         """The device this daemon bound (not one an earlier, killed daemon left enumerated)."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"gadgetd exited: {self.read_log()}"
-            state = runstate.read(self.spec.name) or {}
-            if state.get("pid") != self.proc.pid or not state.get("bound"):
-                time.sleep(0.1)
-                continue
+        self.strategy.transition("served", timeout)
+        while True:
             try:
                 return wait_for_device(self.selector, 1.0)
             except TimeoutError:
-                pass
-        raise TimeoutError("gadget never appeared")
+                assert time.monotonic() < deadline, "gadget never appeared"
 
     def stop(self, sig=signal.SIGTERM) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        self.status = self.proc.wait(60)
+        self.status = self.strategy.stop(sig)
         self.stderr = self.read_log()
         return self.status
 
     def read_log(self) -> str:
-        self.log.seek(0)
-        return self.log.read()
+        return self.strategy.daemon_log()
 
     def stop_and_log(self) -> str:
         assert self.stop() == 0, self.stderr
@@ -71,7 +63,7 @@ class RunningDaemon:
 
 @pytest.fixture
 def loopback_template() -> Path:
-    return REPO / "configfs_templates" / "loopback.toml"
+    return templates.path("loopback")
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
-"""Board control over SSH (`pytest hil --board ssh://...`), the path a separate host uses to reach
-a board, against Debian's sshd listening on the VM's loopback."""
+"""Board control over SSH (`pytest --pyargs gadgetd.hil --board ssh://...`), the path a separate
+host uses to reach a board, against Debian's sshd listening on the VM's loopback."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
-from tests.vm.conftest import REPO
 
 PORT = 2222
 
@@ -70,7 +68,8 @@ def test_hil_board_control_over_ssh(daemon, ssh_config):
     d = daemon()
     d.wait_bound()
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", str(REPO / "hil"), "-v", "-rs", "-p", "no:cacheprovider",
+        [sys.executable, "-m", "pytest", "--pyargs", "gadgetd.hil", "-v", "-rs",
+         "-p", "no:cacheprovider",
          "-k", "test_udc_unbind_bind or test_daemon_reenumerates_on_reload",
          "--board", f"ssh://root@127.0.0.1:{PORT}", "--board-ssh-config", str(ssh_config)],
         capture_output=True, text=True, timeout=600)

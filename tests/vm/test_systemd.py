@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import usb.util
 
-from gadgetd import configfs, runstate, template
+from gadgetd import configfs, runstate, template, templates
 from gadgetd.host.device import DeviceSelector, LoopbackDriver, wait_for_device
 from gadgetd.service import render_unit
 from tests.vm.conftest import dummy_hcd_params
@@ -42,7 +42,7 @@ def installed():
     Path("/etc/systemd/system/gadgetd@.service").write_text(
         render_unit(str(ROOT / ".venv" / "bin" / "gadgetd")))
     Path("/etc/gadgetd").mkdir(exist_ok=True)
-    shutil.copyfile(ROOT / "configfs_templates" / "loopback.toml", f"/etc/gadgetd/{NAME}.toml")
+    shutil.copyfile(templates.path("loopback"), f"/etc/gadgetd/{NAME}.toml")
     os.chmod(f"/etc/gadgetd/{NAME}.toml", 0o644)
     systemctl("daemon-reload")
     yield template.load(f"/etc/gadgetd/{NAME}.toml")

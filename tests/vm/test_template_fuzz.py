@@ -12,7 +12,7 @@ import tomli_w
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gadgetd import configfs, template
+from gadgetd import configfs, template, templates
 from gadgetd.errors import GadgetdError, TemplateError
 from gadgetd.supervisor import Supervisor
 from tests.vm.test_faults import count
@@ -20,7 +20,7 @@ from tests.vm.test_faults import count
 pytestmark = [pytest.mark.vm, pytest.mark.faults]
 
 LOOPBACK = tomllib.loads(
-    (configfs.Path(__file__).resolve().parents[2] / "configfs_templates/loopback.toml").read_text())
+    templates.path("loopback").read_text())
 
 values = st.one_of(
     st.integers(min_value=-2, max_value=70000), st.booleans(), st.text(max_size=12),

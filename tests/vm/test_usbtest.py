@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from gadgetd import templates
 from tests.vm.conftest import RunningDaemon
 
 pytestmark = pytest.mark.vm
@@ -29,7 +30,7 @@ CASES = {
 def usbtest_on_gadgetd():
     if not TESTUSB.exists():
         pytest.fail(f"{TESTUSB} missing: run 'sh bench/build.sh out/bench-build' (make does)")
-    d = RunningDaemon(ROOT / "configfs_templates" / "sourcesink.toml")
+    d = RunningDaemon(templates.path("sourcesink"))
     d.wait_bound()
     subprocess.run(["modprobe", "usbtest", "pattern=0"], check=True)  # the template's pattern
     deadline = time.monotonic() + 30

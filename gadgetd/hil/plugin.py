@@ -1,7 +1,9 @@
 """HIL fixtures: which device (resource), how to talk to it (driver), device-side control (board).
 
-Run on any host that sees the gadget: `pytest hil --device VID:PID [--serial S]`. Expected values
-come from the template the gadget was built from (`--template`).
+A pytest plugin (entry point `gadgetd.hil`; `-p gadgetd.hil` where plugin autoloading is off).
+Run on any host that sees the gadget: `pytest --pyargs gadgetd.hil --device VID:PID [--serial S]`.
+Expected values come from the template the gadget was built from (`--template`, a file or a
+packaged template's name; default loopback).
 """
 
 from __future__ import annotations
@@ -13,15 +15,15 @@ import pytest
 import usb.util
 
 from gadgetd import template as template_mod
-from gadgetd.host.board import CONFIGFS_GADGETS, LocalBoard, SshBoard
+from gadgetd import templates
+from gadgetd.configfs import GADGETS
+from gadgetd.host.board import LocalBoard, SshBoard
 from gadgetd.host.device import DeviceSelector, LoopbackDriver, wait_for_device
-
-DEFAULT_TEMPLATE = Path(__file__).resolve().parent.parent / "configfs_templates" / "loopback.toml"
 
 
 def pytest_addoption(parser):
     group = parser.getgroup("gadgetd HIL")
-    group.addoption("--template", default=str(DEFAULT_TEMPLATE),
+    group.addoption("--template", default="loopback",
                     help="template the gadget under test was built from (expected descriptors)")
     group.addoption("--device", default=None,
                     help="VID:PID of the gadget (default: the template's idVendor:idProduct)")
@@ -38,7 +40,7 @@ def pytest_addoption(parser):
 
 @pytest.fixture(scope="session")
 def spec(pytestconfig):
-    return template_mod.load(pytestconfig.getoption("--template"))
+    return template_mod.load(templates.resolve(pytestconfig.getoption("--template")))
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +75,7 @@ def board(spec, pytestconfig):
     if url:
         return SshBoard(spec.name, url, pytestconfig.getoption("--board-identity"),
                         pytestconfig.getoption("--board-ssh-config"))
-    if (CONFIGFS_GADGETS / spec.name / "UDC").exists():
+    if (GADGETS / spec.name / "UDC").exists():
         return LocalBoard(spec.name, gadgetd=str(Path(sys.executable).parent / "gadgetd"))
     pytest.skip(f"no device-side control: gadget {spec.name!r} is not served on this machine; "
                 "pass --board ssh://USER@HOST")

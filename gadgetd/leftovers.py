@@ -1,0 +1,44 @@
+"""What an earlier gadgetd left behind: refuse a gadget another live daemon serves, remove the
+crash leftovers of our own, and never reopen a deactivated instance that is still bound."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from gadgetd import configfs, ffs, runstate, udc
+from gadgetd.errors import SetupError
+from gadgetd.model import GadgetSpec
+
+log = logging.getLogger(__name__)
+
+
+def clean(spec: GadgetSpec, replace: bool) -> None:
+    previous = runstate.read(spec.name)
+    if previous and previous.get("pid") != os.getpid() and runstate.alive(previous["pid"]):
+        raise SetupError(f"gadget {spec.name!r} is served by gadgetd pid "
+                         f"{previous['pid']}: stop that one first")
+    gadget_dir = configfs.gadget_dir(spec.name)
+    if not gadget_dir.exists():
+        return
+    if previous is None and not replace:
+        raise SetupError(f"gadget {spec.name!r} already exists in configfs: "
+                         f"'gadgetd down {spec.name}' or run with --replace")
+    bound = udc.bound(gadget_dir)
+    for fn in spec.functions.values():
+        mounts = ffs.mountpoints(fn.name)
+        if mounts and bound and (mounts[0] / "ep0").exists() and not (mounts[0] / "ep1").exists():
+            # A crashed daemon's no_disconnect instance: DEACTIVATED with the gadget bound.
+            log.warning("FunctionFS %s is deactivated (its daemon died) while %s stays bound "
+                        "to %s: unbinding before anything reopens ep0, since kernels whose "
+                        "open() takes ffs->mutex (e5bf5ee26663 without 2005aabe94ea) "
+                        "deadlock reopening it bound", fn.name, spec.name, bound)
+    who = f"gadgetd pid {previous['pid']}" if previous else "an earlier run"
+    log.warning("removing gadget %s left by %s", spec.name, who)
+    start = time.monotonic()
+    failures = configfs.remove_gadget(spec.name)
+    if failures:
+        raise SetupError(f"could not remove the leftover gadget: {failures[0]}")
+    log.info("leftovers removed in %.0f ms (the reset ran in umount, not in open)",
+             (time.monotonic() - start) * 1e3)

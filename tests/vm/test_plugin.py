@@ -1,0 +1,52 @@
+"""A function type from another package: examples/gadgetd-greeting, pip-installed here (into a
+directory of its own: the VM's venv is read-only) and served through the entry-point registry."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import usb.core
+
+from tests.vm.conftest import REPO
+
+EXAMPLE = REPO / "examples" / "gadgetd-greeting"
+TEMPLATE = EXAMPLE / "greeting.toml"
+
+
+def test_greeting_is_not_a_type_without_the_plugin():
+    proc = subprocess.run([sys.executable, "-m", "gadgetd", "check", str(TEMPLATE)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "function.greet0.type = 'greeting': no function type 'greeting' is registered" \
+        in proc.stderr
+
+
+@pytest.fixture
+def installed(tmp_path, monkeypatch):
+    target, source = tmp_path / "site", tmp_path / "src"
+    shutil.copytree(EXAMPLE, source)  # setuptools builds in the source tree: the checkout may be ro
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index",
+                    "--no-build-isolation", "--target", str(target), str(source)],
+                   check=True, timeout=300, cwd=tmp_path)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [
+        str(target), os.environ.get("PYTHONPATH")])))
+    return target
+
+
+def test_plugin_type_is_served(installed, daemon):
+    check = subprocess.run([sys.executable, "-m", "gadgetd", "check", str(TEMPLATE)],
+                           capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stderr
+    assert "greet0 (greeting)" in check.stdout
+    d = daemon(TEMPLATE)
+    dev = d.wait_bound()
+    text = bytes(dev.ctrl_transfer(0xC1, 0x01, 0, 0, 64)).decode()
+    assert text == "hello from a gadgetd plugin"
+    with pytest.raises(usb.core.USBError):  # an unknown request is STALLed by the base class
+        dev.ctrl_transfer(0xC1, 0x02, 0, 0, 64)
+    log = d.stop_and_log()
+    assert "function greet0 served by pid" in log
