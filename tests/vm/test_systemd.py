@@ -1,6 +1,7 @@
 """gadgetd@.service under the machine's real systemd, booted as init in the VM
 (`gadgetd-hil vm --systemd`): READY=1 once bound, STATUS= lines, the watchdog restarting a stuck
-event loop, reload, stop leaving nothing behind, and a start that waits for a late UDC."""
+event loop, reload, stop leaving nothing behind, a start that waits for a late UDC, and the
+instance started by usb-gadget.target when a UDC appears."""
 
 from __future__ import annotations
 
@@ -121,4 +122,24 @@ def test_start_waits_for_a_late_udc(installed):
     assert show("ActiveState") == "active"
     _loopback(installed)
     systemctl("stop", UNIT)
+    assert configfs.leftovers(installed) == []
+
+
+def test_a_udc_appearing_starts_the_enabled_instance(installed):
+    """WantedBy=usb-gadget.target: udev's UDC add event pulls the enabled instance in."""
+    systemctl("stop", UNIT)
+    params = dummy_hcd_params()
+    subprocess.run(["rmmod", "dummy_hcd"], check=True)
+    systemctl("enable", UNIT)
+    try:
+        assert show("ActiveState") == "inactive"
+        subprocess.run(["modprobe", "dummy_hcd", *params], check=True)
+        deadline = time.monotonic() + 60
+        while show("ActiveState") != "active" and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert show("ActiveState") == "active", "the UDC's arrival did not start the unit"
+        _loopback(installed)
+    finally:
+        systemctl("disable", UNIT, check=False)
+        systemctl("stop", UNIT, check=False)
     assert configfs.leftovers(installed) == []
