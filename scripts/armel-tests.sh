@@ -19,7 +19,7 @@ SUITE=bookworm
 # which wants ExecReload's /bin/kill. hypothesis and tomli-w are imported when pytest collects
 # tests/vm (deselected); PyPI's newest hypothesis has no armel wheel and builds with Rust.
 ROOT_PACKAGES=python3,python3-venv,python3-hypothesis,python3-tomli-w,libaio1,libusb-1.0-0,systemd,procps,ca-certificates
-PIP_EXTRA=("pytest>=8")
+PIP_EXTRA=("pytest>=8" "python-debian>=0.1.49" "packaging>=23")  # for tests: pytest, test_kernels (host side), test_dependencies
 RECIPE="1 $SUITE armel minbase $ROOT_PACKAGES"  # bump the leading number to force a rebuild
 
 REPO=$(git -C "$(dirname "$0")/.." rev-parse --show-toplevel)

@@ -29,9 +29,20 @@ def test_no_debian_mirror_is_an_error(tmp_path, monkeypatch):
 
 
 def test_version_ordering():
-    versions = ["6.1.192-2", "6.1.176-1", "6.1.192-1", "6.1.190-1", "6.1.80-1"]
-    assert sorted(versions, key=kernels.version_key) == [
+    rows = [("bookworm", "r", v) for v in ("6.1.192-2", "6.1.176-1", "6.1.192-1", "6.1.190-1",
+                                           "6.1.80-1")]
+    assert [r[2] for r in kernels.sort_rows(rows)] == [
         "6.1.80-1", "6.1.176-1", "6.1.190-1", "6.1.192-1", "6.1.192-2"]
+
+
+def test_version_ordering_is_debian_s():
+    """A backport (~deb12u1) sorts before the version it backports; epochs count first."""
+    rows = [("trixie", "r", v) for v in ("6.12.115-2", "1:0.1-1", "6.12.115-2~deb12u1",
+                                         "6.12.99-1", "6.12.115-1")]
+    assert [r[2] for r in kernels.sort_rows(rows)] == [
+        "6.12.99-1", "6.12.115-1", "6.12.115-2~deb12u1", "6.12.115-2", "1:0.1-1"]
+    bookworm_first = kernels.sort_rows([("sid", "a", "1.0-1"), ("bookworm", "b", "9.0-1")])
+    assert [r[0] for r in bookworm_first] == ["bookworm", "sid"]
 
 
 @pytest.mark.parametrize("name,ok", [

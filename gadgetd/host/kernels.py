@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from debian.debian_support import Version
+
 from gadgetd.errors import GadgetdError
 
 CACHE = Path(os.environ.get("GADGETD_CACHE", Path.home() / ".cache" / "gadgetd"))
@@ -205,12 +207,13 @@ def available() -> list[tuple[str, str, str]]:
             row = (suite, IMAGE_RE.match(parts[0]).group(1), parts[1])
             if row not in rows:
                 rows.append(row)
-    return sorted(rows, key=lambda r: (list(SUITES).index(r[0]), version_key(r[2])))
+    return sort_rows(rows)
 
 
-def version_key(version: str) -> list:
-    """Orders the Debian kernel package versions seen here (6.1.192-2, 6.12.115-2~deb12u1)."""
-    return [(0, int(n), "") if n.isdigit() else (1, 0, n) for n in re.split(r"[.+~-]", version)]
+def sort_rows(rows: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    """(suite, release, version) rows by suite, then by Debian version order (python-debian:
+    epochs, and ~ sorting before anything, as dpkg --compare-versions does)."""
+    return sorted(rows, key=lambda r: (list(SUITES).index(r[0]), Version(r[2])))
 
 
 def cached() -> list[Kernel]:

@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from debian.debian_support import Version
+
 from gadgetd.errors import GadgetdError
 from gadgetd.host import kernels, vm
 from gadgetd.repro import report as rep
@@ -55,8 +57,8 @@ def bookworm_abis() -> list[tuple[str, str]]:
 
 
 def default_specs() -> list[str]:
-    start = kernels.version_key(RANGE_START)
-    abis = [r for r, _ in bookworm_abis() if kernels.version_key(r) >= start]
+    start = Version(RANGE_START)  # ABI names order as Debian versions do (6.1.0-9 < 6.1.0-50)
+    abis = [r for r, _ in bookworm_abis() if Version(r) >= start]
     return [f"debian:{r}" for r in abis] + ["debian:trixie", "debian:sid"]
 
 
@@ -155,11 +157,11 @@ def changelog_lines(kernel: kernels.Kernel, newer_than: str) -> list[str]:
     if path is None:
         return []
     found, keep = [], False
-    floor = kernels.version_key(newer_than)
+    floor = Version(newer_than)
     for line in gzip.open(path, "rt", errors="replace"):
         header = re.match(r"^linux(?:-signed-amd64)? \(([^)]+)\)", line)
         if header:
-            keep = kernels.version_key(header.group(1)) > floor
+            keep = Version(header.group(1)) > floor
         elif keep and re.search(r"functionfs|f_fs|\bffs\b", line, re.I):
             found.append(line.rstrip())
     return found
