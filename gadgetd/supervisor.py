@@ -44,7 +44,7 @@ class Supervisor:
         self.spec, self.replace, self.wait_for_udc = spec, replace, wait_for_udc
         self.reload = reload  # () -> GadgetSpec, for SIGHUP
         self.notifier = notifier or Notifier()
-        self.loop = loop
+        self.loop = loop or EventLoop(max_wait=TICK)
         self.undo = UndoLog()
         self.recovery: Recovery | None = None
         self.gadget_dir = configfs.gadget_dir(spec.name)
@@ -275,7 +275,7 @@ class Supervisor:
             return
         log.info("SIGHUP: re-enumerating with %s", new.source)
         self.notifier.send(reloading=1, status="reloading the template")
-        failures = self._teardown()
+        failures = self.tear_down()
         if failures:
             raise SetupError(f"reload: teardown failed: {failures[0]}")
         self.spec = new
@@ -283,7 +283,7 @@ class Supervisor:
         self._ready_sent = False  # READY=1 again once the new gadget is bound
         self.bring_up()
 
-    def _teardown(self) -> list[str]:
+    def tear_down(self) -> list[str]:
         """The one teardown path: unbind, then undo every bring-up step in reverse. A bring-up
         refused before its first step touches nothing (not someone else's gadget or state)."""
         if not self.undo:
@@ -300,7 +300,6 @@ class Supervisor:
         SIGTERM during bring-up or teardown never leaves a half-built gadget behind."""
         previous = {sig: signal.signal(sig, self._on_signal)
                     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
-        self.loop = self.loop or EventLoop(max_wait=TICK)
         self.loop.wake_on_signals()
         self.started = time.time()
         status = 0
@@ -317,11 +316,12 @@ class Supervisor:
             raise
         finally:
             self.notifier.send(stopping=1, status="stopping")
-            failures = self._teardown()
+            built = bool(self.undo)
+            failures = self.tear_down()
             if failures:
                 log.error("teardown left %d problems", len(failures))
                 status = 1
-            else:
+            elif built:
                 log.info("gadget %s removed", self.spec.name)
             if self.watch is not None:
                 self.watch.close()

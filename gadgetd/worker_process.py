@@ -40,13 +40,16 @@ class WorkerProcess:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         parent = os.getpid()
         pid = os.fork()
-        if pid == 0:  # the child: first forget the supervisor's signal handling and loop
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                signal.signal(sig, signal.SIG_DFL)
-            self.loop.close_in_child()
-            fd = os.dup2(theirs.fileno(), 3, inheritable=False)
-            os.closerange(4, os.sysconf("SC_OPEN_MAX"))
-            worker.run(self.fn, socket.socket(fileno=fd), parent)
+        if pid == 0:  # the child never returns into the supervisor's code, whatever happens
+            try:
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    signal.signal(sig, signal.SIG_DFL)  # first: forget the supervisor's handling
+                self.loop.close_in_child()
+                fd = os.dup2(theirs.fileno(), 3, inheritable=False)
+                os.closerange(4, os.sysconf("SC_OPEN_MAX"))
+                worker.run(self.fn, socket.socket(fileno=fd), parent)
+            finally:
+                os._exit(1)
         theirs.close()
         self.pid, self._channel = pid, ours
         self._pidfd = os.pidfd_open(pid)

@@ -45,6 +45,19 @@ def test_version_ordering_is_debian_s():
     assert [r[0] for r in bookworm_first] == ["bookworm", "sid"]
 
 
+@pytest.mark.parametrize("older,newer", [
+    ("6.12.115-2~deb12u1", "6.12.115-2"),  # ~ sorts before anything, the end included
+    ("9.9-1", "1:0.1-1"),  # an epoch outranks the upstream version
+    ("6.1.192-1", "6.1.192-2"),  # Debian revision
+    ("6.1.99-1", "6.1.192-1"),  # numerically, not as text
+])
+def test_debian_version_pairs(older, newer):
+    assert kernels.Version(older) < kernels.Version(newer)
+    for given in ([older, newer], [newer, older]):
+        rows = [("bookworm", "r", v) for v in given]
+        assert [r[2] for r in kernels.sort_rows(rows)] == [older, newer]
+
+
 @pytest.mark.parametrize("name,ok", [
     ("linux-image-6.1.0-54-amd64", True),
     ("linux-image-6.12.118+deb13-amd64", True),

@@ -101,10 +101,19 @@ def test_fuzzed_template(text):
     supervisor = Supervisor(spec)
     try:
         supervisor.bring_up()
+        # Serve until every worker is ready (the gadget bound) or one failed: the whole bring-up.
+        supervisor.loop.call_later(60, supervisor.loop.stop)
+        supervisor.loop.run(until=lambda: supervisor.recovery.all_ready
+                            or supervisor.failure is not None)
+        if supervisor.failure is not None:
+            raise supervisor.failure
     except GadgetdError as exc:
         assert "\n" not in str(exc)
     finally:
         failures = supervisor.tear_down()
+        if supervisor.watch is not None:
+            supervisor.watch.close()
+        supervisor.loop.close()
     assert failures == []
     # A mount point that was there before (a refused "/", say) is not residue.
     assert [x for x in configfs.leftovers(spec)
