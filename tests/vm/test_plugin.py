@@ -11,6 +11,7 @@ import sys
 import pytest
 import usb.core
 
+from gadgetd import registry
 from tests.vm.conftest import REPO
 
 EXAMPLE = REPO / "examples" / "gadgetd-greeting"
@@ -32,9 +33,15 @@ def installed(tmp_path, monkeypatch):
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index",
                     "--no-build-isolation", "--target", str(target), str(source)],
                    check=True, timeout=300, cwd=tmp_path)
+    # For the daemon's processes, and for this one (the strategy reads the template here too).
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [
         str(target), os.environ.get("PYTHONPATH")])))
-    return target
+    monkeypatch.syspath_prepend(str(target))
+    registry.get.cache_clear()
+    registry._entry_points.cache_clear()
+    yield target
+    registry.get.cache_clear()
+    registry._entry_points.cache_clear()
 
 
 def test_plugin_type_is_served(installed, daemon):
