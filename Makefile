@@ -55,7 +55,13 @@ $(BUILD)/testusb: bench/build.sh bench/host_bulk.c bench/aio_multibuff-reap.patc
 bench: setup ## Throughput, control latency, bring-up, ep0 open cost, RSS vs in-kernel and C
 	$(PY) bench/run.py
 
-vm-test: setup $(BUILD)/testusb ## VM: kernel and fault tests (1/10 counts), systemd unit, HIL suite at 3 speeds
+out/example-wheels/.built: $(wildcard examples/gadgetd-greeting/*.toml examples/gadgetd-greeting/*/*.py)
+	rm -rf out/example-wheels
+	$(PY) -m pip wheel -q --no-deps --no-build-isolation -w out/example-wheels examples/gadgetd-greeting
+	rm -rf examples/gadgetd-greeting/build examples/gadgetd-greeting/*.egg-info
+	touch $@
+
+vm-test: setup $(BUILD)/testusb out/example-wheels/.built ## VM: kernel and fault tests (1/10 counts), systemd unit, HIL suite at 3 speeds
 	$(HIL) vm --kernel $(KERNEL) --speed high --results out/faults-$(KERNEL_TAG) -- sh -c \
 	  '$(PY) -m pytest -q -m vm tests/vm && $(HIL) local $(TEMPLATE) -q'
 	$(HIL) vm --kernel $(KERNEL) --systemd -- $(PY) -m pytest -q -m systemd tests/vm

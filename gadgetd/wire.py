@@ -95,6 +95,10 @@ def speed_descriptors(fn: FunctionSpec):
         "bInterfaceProtocol": fn.interface.protocol,
         "iInterface": 1 if fn.interface.strings else 0,
     }
+    if not endpoints:  # a control-only function (python-functionfs wants at least one endpoint)
+        descriptor = functionfs.getDescriptor(functionfs.USBInterfaceDescriptor, bNumEndpoints=0,
+                                              **interface)
+        return [descriptor], [descriptor], [descriptor]
     return functionfs.getInterfaceInAllSpeeds(interface, endpoints)
 
 

@@ -1,6 +1,7 @@
 """Descriptor, string and event bytes against golden bytes computed by hand from ch9 and
 include/uapi/linux/usb/functionfs.h."""
 
+import dataclasses
 import struct
 
 import pytest
@@ -148,3 +149,12 @@ def test_os_desc_properties_must_be_ascii(plain_loopback_text):
     with pytest.raises(template.TemplateError) as exc:
         template.parse(text, "t.toml")
     assert "function.loop0.os_desc.properties.DeviceInterfaceGUID" in str(exc.value)
+
+
+def test_control_only_function_has_just_its_interface(loop0):
+    """A function type without endpoints (the greeting example): one interface descriptor per
+    speed, bNumEndpoints 0, byte for byte."""
+    fn = dataclasses.replace(loop0, endpoints=())
+    interface = bytes([9, 4, 0, 0, 0, 0xFF, 0, 0, 1])  # bLength, INTERFACE, ..., iInterface 1
+    body = le32(1, 1, 1) + interface * 3
+    assert wire.descriptors_blob(fn) == le32(3, 12 + len(body), FLAGS) + body

@@ -1,10 +1,10 @@
-"""A function type from another package: examples/gadgetd-greeting, pip-installed here (into a
-directory of its own: the VM's venv is read-only) and served through the entry-point registry."""
+"""A function type from another package: examples/gadgetd-greeting, built into a wheel on the
+host (make vm-test), pip-installed here (into a directory of its own: the VM's venv is read-only)
+and served through the entry-point registry."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 
@@ -16,6 +16,7 @@ from tests.vm.conftest import REPO
 
 EXAMPLE = REPO / "examples" / "gadgetd-greeting"
 TEMPLATE = EXAMPLE / "greeting.toml"
+WHEELS = REPO / "out" / "example-wheels"
 
 
 def test_greeting_is_not_a_type_without_the_plugin():
@@ -28,11 +29,14 @@ def test_greeting_is_not_a_type_without_the_plugin():
 
 @pytest.fixture
 def installed(tmp_path, monkeypatch):
-    target, source = tmp_path / "site", tmp_path / "src"
-    shutil.copytree(EXAMPLE, source)  # setuptools builds in the source tree: the checkout may be ro
+    wheels = sorted(WHEELS.glob("gadgetd_greeting-*.whl"))
+    if not wheels:
+        pytest.fail(f"no example wheel in {WHEELS}: make vm-test builds it (on the host: building "
+                    "it under emulation takes minutes)")
+    target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index",
-                    "--no-build-isolation", "--target", str(target), str(source)],
-                   check=True, timeout=300, cwd=tmp_path)
+                    "--target", str(target), str(wheels[-1])], check=True, timeout=300,
+                   cwd=tmp_path)
     # For the daemon's processes, and for this one (the strategy reads the template here too).
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [
         str(target), os.environ.get("PYTHONPATH")])))
