@@ -60,7 +60,7 @@ class Rig:
 
     @property
     def ep_files(self) -> list[Path]:
-        return [self.fn.mountpoint / f"ep{i}" for i in range(1, len(self.fn.endpoints) + 1)]
+        return self.strategy.ep_files
 
     def choose_host(self) -> None:
         """Local pyusb host if this machine's host controller enumerates the gadget."""
@@ -85,10 +85,9 @@ class Rig:
 
     def stop(self) -> None:
         """Orderly stop: the daemon tears its gadget down; a failure of gadgetd is recorded."""
-        log = self.strategy.daemon_log()
         status = self.strategy.stop()
         if status not in (0, None):
-            tail = [line for line in log.splitlines() if line][-3:]
+            tail = [line for line in self.strategy.daemon_log().splitlines() if line][-3:]
             self.daemon_failures.append(f"gadgetd run exited {status}: " + " | ".join(tail))
 
     def deactivate(self) -> None:
