@@ -3,6 +3,8 @@ dummy_hcd and usb_f_fs are loaded. Deselected by default (`-m vm` selects them).
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import subprocess
 import sys
@@ -107,3 +109,13 @@ def dummy_hcd_params() -> list[str]:
     base = Path("/sys/module/dummy_hcd/parameters")
     return [f"{p.name}={p.read_text().strip()}" for p in base.iterdir() if p.name != "num"]
 
+
+
+def save_figures(figures: dict) -> None:
+    """One JSON line of a suite's figures, in $GADGETD_RESULTS/faults.jsonl when set."""
+    out = os.environ.get("GADGETD_RESULTS")
+    line = json.dumps(figures)
+    print(f"\nfault figures: {line}")
+    if out:
+        with open(os.path.join(out, "faults.jsonl"), "a") as f:
+            f.write(line + "\n")

@@ -5,7 +5,6 @@ task in dmesg; cycle counts and time-to-recover figures go to $GADGETD_RESULTS w
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -20,7 +19,7 @@ from gadgetd import configfs, ffs, runstate, template
 from gadgetd.host.device import LoopbackDriver, port_disable_file, wait_for_device, wait_for_removal
 from gadgetd.repro.kernel_log import KernelLog
 from gadgetd.repro.report import percentiles
-from tests.vm.conftest import dummy_hcd_params
+from tests.vm.conftest import dummy_hcd_params, save_figures
 
 pytestmark = [pytest.mark.vm, pytest.mark.faults]
 SCALE = float(os.environ.get("GADGETD_FAULT_SCALE", "0.1"))
@@ -41,17 +40,10 @@ def suite(request, loopback_template):
     assert not ffs.mountpoints(next(iter(spec.functions)))
     complaints = log.interesting()
     figures["kernel_complaints"] = complaints
-    _save(figures)
+    save_figures(figures)
     assert complaints == [], f"the kernel complained: {complaints[:5]}"
 
 
-def _save(figures: dict) -> None:
-    out = os.environ.get("GADGETD_RESULTS")
-    line = json.dumps(figures)
-    print(f"\nfault figures: {line}")
-    if out:
-        with open(os.path.join(out, "faults.jsonl"), "a") as f:
-            f.write(line + "\n")
 
 
 def _recover_stats(samples: list[float]) -> dict:

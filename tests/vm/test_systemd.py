@@ -130,6 +130,9 @@ def test_a_udc_appearing_starts_the_enabled_instance(installed):
     systemctl("stop", UNIT)
     params = dummy_hcd_params()
     subprocess.run(["rmmod", "dummy_hcd"], check=True)
+    # As at boot before the controller probes: the target is not reached yet (once active it
+    # stays active, and a second UDC arriving starts nothing new).
+    systemctl("stop", "usb-gadget.target")
     systemctl("enable", UNIT)
     try:
         assert show("ActiveState") == "inactive"
@@ -138,6 +141,7 @@ def test_a_udc_appearing_starts_the_enabled_instance(installed):
         while show("ActiveState") != "active" and time.monotonic() < deadline:
             time.sleep(0.5)
         assert show("ActiveState") == "active", "the UDC's arrival did not start the unit"
+        assert systemctl("is-active", "usb-gadget.target").strip() == "active"
         _loopback(installed)
     finally:
         systemctl("disable", UNIT, check=False)

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from gadgetd import runstate
+from tests.vm.conftest import save_figures
 
 WATCHDOG_SEC = 10  # as the unit's WatchdogSec
 FAILING_FOR = 30.0
@@ -85,5 +86,6 @@ def test_watchdog_pings_continue_while_restarts_fail(daemon, loopback_template, 
     stop.set()
     thread.join(5)
     listener.close()
-    print(f"\nwatchdog: {len(window)} pings in {FAILING_FOR:g} s of failing restarts "
-          f"({failed_restarts} failed), longest gap {max(gaps):.2f} s")
+    save_figures({"suite": "watchdog_during_failing_restarts", "kernel": os.uname().release,
+                  "failing_s": FAILING_FOR, "pings": len(window), "failed_restarts": failed_restarts,
+                  "longest_gap_s": round(max(gaps), 2)})
