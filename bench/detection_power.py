@@ -31,8 +31,8 @@ def guest(runs: int, duration: float, out: Path) -> int:
             continue
         s = report["scenarios"]["contended_open"]
         verdicts.append({"verdict": s["verdict"], "exit": proc.returncode,
-                         "eagain": s["counts"].get("raw_EAGAIN", 0),
-                         "attempts": s["counts"].get("raw_attempts", 0)})
+                         "eagain": s["counts"].get("nonblock-once_EAGAIN", 0),
+                         "attempts": s["counts"].get("nonblock-once_attempts", 0)})
         print(f"run {i + 1}/{runs}: {verdicts[-1]}", file=sys.stderr, flush=True)
         with open(out, "w") as f:
             json.dump(verdicts, f)

@@ -39,7 +39,8 @@ def test_changelog_lines_only_after_the_good_version(tmp_path, monkeypatch):
 def test_render_and_rates():
     row = matrix.Row("debian:6.1.0-56-amd64", "6.1.0-56-amd64", "6.1.192-2", rep.PRESENT, 1)
     row.scenarios = {
-        "contended_open": {"verdict": "present", "counts": {"raw_attempts": 200, "raw_EAGAIN": 5},
+        "contended_open": {"verdict": "present",
+                           "counts": {"nonblock-once_attempts": 200, "nonblock-once_EAGAIN": 5},
                            "latency_ms": {"nonblock": {"n": 3, "p50": 0.1, "p99": 0.3, "max": 1}}},
         "deactivated_reopen": {"verdict": "present", "counts": {}, "latency_ms": {}},
     }

@@ -20,6 +20,7 @@ from debian.debian_support import Version
 
 from gadgetd.errors import GadgetdError
 from gadgetd.host import kernels, vm
+from gadgetd.model import NONBLOCK, NONBLOCK_ONCE
 from gadgetd.repro import report as rep
 
 REPRO_TIMEOUT = 900  # seconds a guest may spend in repro
@@ -43,10 +44,10 @@ class Row:
     @property
     def eagain_rate(self) -> float | None:
         counts = self.scenarios.get("contended_open", {}).get("counts", {})
-        attempts = counts.get("raw_attempts", 0)
-        return counts.get("raw_EAGAIN", 0) / attempts if attempts else None
+        attempts = counts.get(f"{NONBLOCK_ONCE}_attempts", 0)
+        return counts.get(f"{NONBLOCK_ONCE}_EAGAIN", 0) / attempts if attempts else None
 
-    def latency(self, phase: str = "nonblock") -> dict:
+    def latency(self, phase: str = NONBLOCK) -> dict:
         return self.scenarios.get("contended_open", {}).get("latency_ms", {}).get(phase, {})
 
 
@@ -128,7 +129,7 @@ def chart(rows: list[Row], path: Path) -> None:
     ax1.set_ylabel("O_NDELAY opens failing\nwith EAGAIN (%)")
     ax1.set_title("ep0/epN open under contention, per kernel (red: regression present)")
     x = range(len(rows))
-    for offset, phase, key, label in ((-0.27, "nonblock-once", "p50", "O_NDELAY open p50"),
+    for offset, phase, key, label in ((-0.27, NONBLOCK_ONCE, "p50", "O_NDELAY open p50"),
                                       (0, "nonblock-once", "p99", "O_NDELAY open p99"),
                                       (0.27, "nonblock", "p99", "with retry policy p99")):
         ax2.bar([i + offset for i in x], [r.latency(phase).get(key, 0) for r in rows],

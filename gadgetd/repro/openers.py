@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from gadgetd.model import NONBLOCK
+from gadgetd.model import BLOCKING, NONBLOCK, NONBLOCK_ONCE
 from gadgetd.open_policy import DeadlineExceeded, Ep0OpenPolicy, RetryStats
 
 BLOCKING_DEADLINE = 2.0  # seconds a blocking open may wait before it counts as missed
@@ -33,11 +33,11 @@ def _errno_name(code: int) -> str:
 
 def open_once(path: Path, mode: str, stats: RetryStats) -> int:
     """Open (and return the fd) the way MODE says; raises OSError/DeadlineExceeded."""
-    if mode == "nonblock-once":
+    if mode == NONBLOCK_ONCE:
         return os.open(path, os.O_RDWR | os.O_NDELAY | os.O_CLOEXEC)
     from gadgetd.ffs import open_bounded, open_file  # already imported by main()
 
-    if mode == "nonblock":
+    if mode == NONBLOCK:
         return open_file(path, POLICY, stats, nonblock=True)
     return open_bounded(path, os.O_RDWR | os.O_CLOEXEC, BLOCKING_DEADLINE)
 
@@ -54,7 +54,7 @@ def loop(mode: str, duration: float, paths: list[Path]) -> dict:
         try:
             fd = open_once(path, mode, stats)
         except DeadlineExceeded:
-            counts["deadline_missed" if mode == "blocking" else "policy_deadline_failures"] += 1
+            counts["deadline_missed" if mode == BLOCKING else "policy_deadline_failures"] += 1
         except OSError as exc:
             counts[_errno_name(exc.errno)] += 1
         else:
@@ -63,7 +63,7 @@ def loop(mode: str, duration: float, paths: list[Path]) -> dict:
             counts["ok"] += 1
         counts["attempts"] += 1
     return {"counts": dict(counts), "latencies": latencies,
-            "retries": stats.as_dict() if mode == "nonblock" else None}
+            "retries": stats.as_dict() if mode == NONBLOCK else None}
 
 
 def once(mode: str, path: Path) -> dict:
@@ -112,7 +112,7 @@ def _emit(obj) -> None:
 
 def main(argv: list[str]) -> int:
     kind, mode = argv[0], argv[1]
-    if mode != "nonblock-once":
+    if mode != NONBLOCK_ONCE:
         # Loaded before anything is timed; nonblock-once openers (the racers) skip it and start faster.
         import gadgetd.ffs  # noqa: F401
     if kind == "loop":

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from gadgetd.model import BLOCKING, NONBLOCK
+
 PRESENT, ABSENT, INCONCLUSIVE = "present", "absent", "inconclusive"
 EXIT_STATUS = {ABSENT: 0, PRESENT: 1, INCONCLUSIVE: 125}
 SCENARIOS = ("contended_open", "deactivated_set_alt", "open_race", "deactivated_reopen")
@@ -74,7 +76,7 @@ def build_report(kernel: str, nonblock: bool, results: dict[str, ScenarioResult]
         verdict, reason = INCONCLUSIVE, error
     return {
         "kernel": kernel,
-        "mode": "nonblock" if nonblock else "blocking",
+        "mode": NONBLOCK if nonblock else BLOCKING,
         "verdict": verdict,
         "reason": reason,
         "scenarios": {name: r.as_dict() for name, r in results.items()},

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from gadgetd import wire
 from gadgetd.errors import SetupError
+from gadgetd.model import BLOCKING, NONBLOCK, NONBLOCK_ONCE
 from gadgetd.repro.kernel_log import KernelLog, task_state
 from gadgetd.repro.report import ABSENT, INCONCLUSIVE, PRESENT, ScenarioResult, percentiles
 from gadgetd.repro.rig import STARTUP_TIMEOUT, Rig
@@ -33,7 +34,7 @@ def contended_open(rig: Rig, nonblock: bool, duration: float) -> ScenarioResult:
     """A second opener opens ep0 and epN over and over while gadgetd serves and the host keeps
     ep0 busy; run once under a blocking-reading daemon and once under an O_NDELAY one."""
     result, log = ScenarioResult("contended_open"), KernelLog()
-    phases = ("nonblock-once", "nonblock") if nonblock else ("blocking",)
+    phases = (NONBLOCK_ONCE, NONBLOCK) if nonblock else (BLOCKING,)
     slot = duration / (2 * len(phases))
     counts: Counter = Counter()
     latencies: dict[str, list[float]] = {p: [] for p in phases}
@@ -62,10 +63,10 @@ def contended_open(rig: Rig, nonblock: bool, duration: float) -> ScenarioResult:
     result.attempts = sum(counts[f"{p}_attempts"] for p in phases)
     result.latency_ms = {p: percentiles(v) for p, v in latencies.items()}
     if nonblock:
-        counts["eagain_no_retry"] = counts["raw_EAGAIN"]
-        failures = counts["policy_policy_deadline_failures"]
+        counts["eagain_no_retry"] = counts[f"{NONBLOCK_ONCE}_EAGAIN"]
+        failures = counts[f"{NONBLOCK}_policy_deadline_failures"]
         result.notes.append(
-            f"gadgetd's retry policy: {counts['policy_ok']} of {counts['policy_attempts']} opens "
+            f"gadgetd's retry policy: {counts[NONBLOCK + '_ok']} of {counts[NONBLOCK + '_attempts']} opens "
             f"succeeded after {counts['policy_retries']} retries"
             + (f"; POLICY FAILURE: {failures} opens missed its deadline" if failures else ""))
         present = counts["eagain_no_retry"] > 0
@@ -118,7 +119,7 @@ def deactivated_set_alt(rig: Rig, nonblock: bool, duration: float) -> ScenarioRe
                             "an open now would be the deactivated_reopen hazard: not opened")
         return _finish(result, log, rig)
     result.counts["host_saw_disconnect"] = int(rig.host.wait_gone(5))
-    proc = rig.run_opener("once", "nonblock-once" if nonblock else "blocking", rig.ep0)
+    proc = rig.run_opener("once", NONBLOCK_ONCE if nonblock else BLOCKING, rig.ep0)
     out, hang = rig.wait_opener(proc, OPEN_DEADLINE)
     result.attempts += 1
     if hang:
@@ -196,7 +197,7 @@ def open_race(rig: Rig, nonblock: bool, duration: float) -> ScenarioResult:
     """N openers released together on a DEACTIVATED instance (unbound, so the reset their open
     runs cannot deadlock against unbind): who wins, who gets EBUSY, ordering, vanishing files."""
     result, log = ScenarioResult("open_race"), KernelLog()
-    mode = "nonblock-once" if nonblock else "blocking"
+    mode = NONBLOCK_ONCE if nonblock else BLOCKING
     counts: Counter = Counter()
     anomalies = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -247,7 +248,7 @@ def deactivated_reopen(rig: Rig, nonblock: bool, duration: float) -> ScenarioRes
     result, log = ScenarioResult("deactivated_reopen"), KernelLog()
     if not _deactivated_and_bound(rig, result):
         return _finish(result, log, rig)
-    proc = rig.run_opener("once", "nonblock-once" if nonblock else "blocking", rig.ep0)
+    proc = rig.run_opener("once", NONBLOCK_ONCE if nonblock else BLOCKING, rig.ep0)
     out, hang = rig.wait_opener(proc, OPEN_DEADLINE)
     result.attempts = 1
     if hang:
