@@ -103,19 +103,21 @@ def list_templates():
 def down(name):
     """Unbind and remove gadget NAME: links, configs, functions, FunctionFS mounts."""
     from gadgetd import configfs, runstate
+    from gadgetd.ownership import Claim
 
     if not configfs.gadget_dir(name).exists():
         click.echo(f"gadgetd: error: no gadget {name!r} in {configfs.GADGETS}", err=True)
         sys.exit(1)
-    state = runstate.read(name)
-    if state and runstate.alive(state["pid"]):
-        click.echo(f"gadgetd: error: gadget {name!r} is served by gadgetd pid {state['pid']}: "
-                   "stop it instead (SIGTERM, or systemctl stop)", err=True)
+    try:
+        claim = Claim(name)  # no daemon may start on it while it is being removed
+    except GadgetdError as exc:
+        click.echo(f"gadgetd: error: {exc}", err=True)
         sys.exit(1)
     failures = configfs.remove_gadget(name)
     if failures:
         sys.exit(1)
     runstate.remove(name)
+    claim.release()
     click.echo(f"gadget {name} removed")
 
 
@@ -157,14 +159,14 @@ def reload(name):
     import os
     import signal
 
-    from gadgetd import runstate
+    from gadgetd import ownership
 
-    state = runstate.read(name)
-    if not state or not runstate.alive(state["pid"]):
+    owner = ownership.holder(name)
+    if owner is None or not owner.pid:
         click.echo(f"gadgetd: error: no running gadgetd serves {name!r}", err=True)
         sys.exit(1)
-    os.kill(state["pid"], signal.SIGHUP)
-    click.echo(f"gadgetd pid {state['pid']} reloading {name}")
+    os.kill(owner.pid, signal.SIGHUP)
+    click.echo(f"gadgetd pid {owner.pid} reloading {name}")
 
 
 @main.command()
@@ -173,7 +175,7 @@ def status(as_json):
     """Gadgets, their UDC and its state, function state, counters and ep0 open retries."""
     import json
 
-    from gadgetd import configfs, runstate
+    from gadgetd import configfs, ownership, runstate
     from gadgetd import udc as udc_mod
 
     served = {s["name"]: s for s in runstate.read_all()}
@@ -181,7 +183,10 @@ def status(as_json):
     report = []
     for name in names:
         state = dict(served.get(name, {"name": name}))
-        state["running"] = bool(state.get("pid")) and runstate.alive(state["pid"])
+        owner = ownership.holder(name)
+        state["running"] = owner is not None
+        if owner is not None:
+            state["pid"] = owner.pid
         bound = udc_mod.bound(configfs.gadget_dir(name))
         state["bound"] = bound
         try:

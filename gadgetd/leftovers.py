@@ -1,24 +1,24 @@
-"""What an earlier gadgetd left behind: refuse a gadget another live daemon serves, remove the
-crash leftovers of our own, and never reopen a deactivated instance that is still bound."""
+"""What an earlier gadgetd left behind: remove a crashed daemon's gadget (its ownership record
+is still there), refuse one nobody recorded unless --replace, and never reopen a deactivated
+instance that is still bound. The caller holds the gadget's claim (gadgetd.ownership), so no
+live daemon is building or serving it."""
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 from gadgetd import configfs, ffs, runstate, udc
 from gadgetd.errors import SetupError
 from gadgetd.model import GadgetSpec
+from gadgetd.ownership import Owner
 
 log = logging.getLogger(__name__)
 
 
-def clean(spec: GadgetSpec, replace: bool) -> None:
-    previous = runstate.read(spec.name)
-    if previous and previous.get("pid") != os.getpid() and runstate.alive(previous["pid"]):
-        raise SetupError(f"gadget {spec.name!r} is served by gadgetd pid "
-                         f"{previous['pid']}: stop that one first")
+def clean(spec: GadgetSpec, replace: bool, previous: Owner | None) -> None:
+    """`previous`: the record of a daemon that owned this gadget and did not exit cleanly."""
+    runstate.remove(spec.name)  # a dead daemon's status
     gadget_dir = configfs.gadget_dir(spec.name)
     if not gadget_dir.exists():
         return
@@ -34,7 +34,7 @@ def clean(spec: GadgetSpec, replace: bool) -> None:
                         "to %s: unbinding before anything reopens ep0, since kernels whose "
                         "open() takes ffs->mutex (e5bf5ee26663 without 2005aabe94ea) "
                         "deadlock reopening it bound", fn.name, spec.name, bound)
-    who = f"gadgetd pid {previous['pid']}" if previous else "an earlier run"
+    who = f"gadgetd pid {previous.pid}" if previous else "an earlier run"
     log.warning("removing gadget %s left by %s", spec.name, who)
     start = time.monotonic()
     failures = configfs.remove_gadget(spec.name)

@@ -1,14 +1,17 @@
-"""Runtime state of a running gadgetd: /run/gadgetd/NAME.json, written by the supervisor.
-
-`gadgetd status` reads it; the next start reads it to tell its own crash leftovers (the pid is
-dead) from a gadget someone else is serving.
+"""Runtime state of a running gadgetd: /run/gadgetd/NAME.json, written by the supervisor for
+`gadgetd status` and whoever waits for a bind. Files here are opened through the directory's fd
+and never through a symlink; the directory must be root's (or ours) and writable by nobody else.
+Who owns a gadget is gadgetd.ownership's business (a lock file in the same directory).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
+
+from gadgetd.errors import SetupError
 
 
 def runtime_dir() -> Path:
@@ -19,43 +22,69 @@ def path(name: str) -> Path:
     return runtime_dir() / f"{name}.json"
 
 
+def _dir_fd(create: bool) -> int:
+    directory = runtime_dir()
+    if create:
+        directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    st = os.fstat(fd)
+    if st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o022:
+        os.close(fd)
+        raise SetupError(f"{directory}: must belong to root and be writable by nobody else "
+                         f"(uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o})")
+    return fd
+
+
+def open_in_runtime_dir(filename: str, flags: int, mode: int = 0o644) -> int:
+    """open(2) of one file in the runtime directory, not following a symlink."""
+    dir_fd = _dir_fd(create=bool(flags & os.O_CREAT))
+    try:
+        return os.open(filename, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
 def write(name: str, state: dict) -> None:
-    target = path(name)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=1, sort_keys=True))
-    tmp.replace(target)
+    dir_fd = _dir_fd(create=True)
+    try:
+        tmp = f"{name}.json.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o644, dir_fd=dir_fd)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(state, indent=1, sort_keys=True))
+        os.replace(tmp, f"{name}.json", src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _load(filename: str) -> dict | None:
+    try:
+        fd = open_in_runtime_dir(filename, os.O_RDONLY)
+    except (OSError, SetupError):
+        return None
+    with os.fdopen(fd) as f:
+        try:
+            return json.loads(f.read())
+        except ValueError:
+            return None
 
 
 def read(name: str) -> dict | None:
-    try:
-        return json.loads(path(name).read_text())
-    except (OSError, ValueError):
-        return None
+    return _load(f"{name}.json")
 
 
 def read_all() -> list[dict]:
-    found = []
-    for p in sorted(runtime_dir().glob("*.json")):
-        try:
-            found.append(json.loads(p.read_text()))
-        except (OSError, ValueError):
-            continue
-    return found
+    return [s for p in sorted(runtime_dir().glob("*.json")) if (s := _load(p.name)) is not None]
 
 
 def remove(name: str) -> None:
     try:
-        path(name).unlink()
+        dir_fd = _dir_fd(create=False)
+    except (OSError, SetupError):
+        return
+    try:
+        os.unlink(f"{name}.json", dir_fd=dir_fd)
     except FileNotFoundError:
         pass
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    finally:
+        os.close(dir_fd)

@@ -29,6 +29,7 @@ from gadgetd.errors import GadgetdError, SetupError, TemplateError
 from gadgetd.eventloop import EventLoop
 from gadgetd.model import FunctionSpec, GadgetSpec
 from gadgetd.notify import Notifier
+from gadgetd.ownership import Claim
 from gadgetd.recovery import READY_TIMEOUT, Recovery
 from gadgetd.undo import UndoLog
 from gadgetd.worker_process import WorkerProcess
@@ -36,6 +37,8 @@ from gadgetd.worker_process import WorkerProcess
 log = logging.getLogger(__name__)
 TICK = 1.0  # supervisor housekeeping interval (status file, watchdog)
 STOP_TIMEOUT = 30.0  # seconds a worker may take to stop on SIGTERM at teardown
+SILENT_TIMEOUT = 10.0  # a ready worker that sent nothing for this long is killed and restarted
+BIND_BACKOFF, MAX_BIND_BACKOFF = 0.5, 30.0  # retrying a bind that failed or found no UDC
 
 
 class Supervisor:
@@ -52,6 +55,10 @@ class Supervisor:
         self.udc_state = ""
         self.watch: udc.UdcWatch | None = None
         self.failure: GadgetdError | None = None
+        self.claim: Claim | None = None
+        self._reloading_from: tuple[GadgetSpec, Claim | None] | None = None
+        self._bind_backoff = BIND_BACKOFF
+        self._bind_timer = None
         self._state_fd: int | None = None
         self._stop = False
         self._reload_requested = False
@@ -97,7 +104,7 @@ class Supervisor:
             self.udc_name = udc.resolve(spec.udc)  # before anything is touched
             self._check_budget(self.udc_name)
         configfs.ensure_configfs()
-        leftovers.clean(spec, self.replace)
+        leftovers.clean(spec, self.replace, self.claim.previous)
         for fn in functions.values():
             if ffs.mountpoints(fn.name) or fn.mountpoint.is_mount():
                 raise SetupError(f"{fn.mountpoint} or FunctionFS instance {fn.name!r} is already "
@@ -117,6 +124,9 @@ class Supervisor:
         return WorkerProcess(fn, self.loop, on_ready, on_gone).start(READY_TIMEOUT)
 
     def _fatal(self, message: str) -> None:
+        if self._reloading_from is not None:  # the new template did not come up
+            self._restore(message)
+            return
         self.failure = SetupError(message)
         self.loop.stop()
 
@@ -125,11 +135,18 @@ class Supervisor:
         workers = self.recovery.workers()
         for w in workers:
             w.signal(signal.SIGTERM)
-        for w in workers:
-            w.end(signal.SIGTERM, STOP_TIMEOUT)
+        unreaped = [w for w in workers if not w.end(signal.SIGTERM, STOP_TIMEOUT)]
+        if unreaped:
+            raise OSError("could not reap " + ", ".join(
+                f"worker {w.pid} ({w.fn.name}, stuck in the kernel)" for w in unreaped))
 
     # --- the UDC ----------------------------------------------------------------------------
     def _on_all_ready(self) -> None:
+        if self._reloading_from is not None:
+            _, old_claim = self._reloading_from
+            self._reloading_from = None
+            if old_claim is not None:  # the reload renamed the gadget
+                old_claim.release()
         self._try_bind()
         if self.watch is None:
             self._start_watch()
@@ -143,14 +160,14 @@ class Supervisor:
         try:
             name = udc.resolve(self.spec.udc)
             self._check_budget(name)
-        except SetupError as exc:
-            self._status(f"waiting for UDC: {exc}")
-            return False
-        try:
             udc.bind(self.gadget_dir, name)
-        except OSError as exc:
-            self._status(f"binding {name} failed ({exc.strerror}); waiting for the UDC")
+        except SetupError as exc:
+            self._bind_later(f"waiting for UDC: {exc}")
             return False
+        except OSError as exc:
+            self._bind_later(f"binding {name} failed ({exc.strerror}); waiting for the UDC")
+            return False
+        self._bind_backoff = BIND_BACKOFF
         self.udc_name = name
         self._follow_udc_state(name)
         self._write_state()  # whoever waits for the bind reads it here
@@ -159,6 +176,23 @@ class Supervisor:
             self.notifier.send(ready=1)
             self._ready_sent = True
         return True
+
+    def _bind_later(self, why: str) -> None:
+        """Retry on a timer (0.5 s doubling to 30 s) as well as on the next UDC uevent; until
+        the first bind, systemd's start timeout is extended past the next try."""
+        if self._bind_timer is not None and not self._bind_timer.cancelled:
+            return  # a retry is already due
+        delay = self._bind_backoff
+        self._bind_backoff = min(delay * 2, MAX_BIND_BACKOFF)
+        self._status(f"{why}; retrying in {delay:g} s")
+        if not self._ready_sent:
+            self.notifier.send(extend_timeout_usec=int((delay + 10) * 1e6))
+
+        def retry():
+            self._bind_timer = None
+            self._try_bind()
+
+        self._bind_timer = self.loop.call_later(delay, retry)
 
     def _unbind(self) -> None:
         try:
@@ -211,12 +245,7 @@ class Supervisor:
     # --- state, watchdog --------------------------------------------------------------------
     def state(self) -> dict:
         slots = self.recovery.slots if self.recovery else {}
-        functions = {}
-        for name, slot in slots.items():
-            w = slot.worker
-            functions[name] = {"pid": w.pid if w else None, "user": slot.fn.user or "root",
-                               "ready": bool(w and w.ready), "state": slot.state,
-                               "last_error": slot.last_error, **((w and w.status) or {})}
+        functions = {name: function_state(slot) for name, slot in slots.items()}
         recoveries = self.recovery.recoveries if self.recovery else []
         return {
             "name": self.spec.name,
@@ -238,18 +267,15 @@ class Supervisor:
             log.debug("status file: %s", exc)
 
     def _tick(self) -> None:
-        self._write_state()
-        interval = self.notifier.watchdog_interval or 2 * TICK
+        """Status file, watchdog ping, and silent workers: a ready worker whose loop stopped
+        (its status messages stopped) is the supervisor's to recover, with or without systemd's
+        watchdog, which keeps being fed as long as this loop runs."""
         now = self.loop.clock()
-        # A ready worker whose loop is stuck stops the pings and systemd restarts us; workers
-        # being recovered are the supervisor's business and do not.
-        silent = [w for w in (self.recovery.workers() if self.recovery else [])
-                  if w.ready and now - w.last_heard >= interval / 2]
-        if silent:
-            log.warning("worker %d's event loop is silent: withholding the watchdog ping",
-                        silent[0].pid)
-        else:
-            self.notifier.send(watchdog=1)
+        for w in self.recovery.workers() if self.recovery else []:
+            if w.ready and now - w.last_heard >= SILENT_TIMEOUT:
+                w.fail(f"silent for {now - w.last_heard:.0f} s (its event loop is stuck)")
+        self._write_state()
+        self.notifier.send(watchdog=1)
 
     # --- signals, reload --------------------------------------------------------------------
     def _on_signal(self, signum, frame):
@@ -266,8 +292,11 @@ class Supervisor:
         return self._stop
 
     def _reload(self) -> None:
+        """SIGHUP: tear down, bring the new template up; if it does not come up (refused, or a
+        worker failing before it was ready), the running template is restored."""
         try:
             new = self.reload() if self.reload else None
+            new_claim = Claim(new.name) if new and new.name != self.spec.name else None
         except (TemplateError, GadgetdError) as exc:
             log.error("SIGHUP: keeping the running gadget: %s", exc)
             return
@@ -275,12 +304,36 @@ class Supervisor:
             return
         log.info("SIGHUP: re-enumerating with %s", new.source)
         self.notifier.send(reloading=1, status="reloading the template")
+        old = self.spec
+        self._switch_to(new, new_claim)
+        self._reloading_from = (old, self.claim if new_claim else None)
+        if new_claim:
+            self.claim = new_claim
+        try:
+            self.bring_up()
+        except GadgetdError as exc:
+            self._restore(str(exc))
+
+    def _switch_to(self, spec: GadgetSpec, claim: Claim | None) -> None:
         failures = self.tear_down()
         if failures:
+            if claim:
+                claim.release()
             raise SetupError(f"reload: teardown failed: {failures[0]}")
-        self.spec = new
-        self.gadget_dir = configfs.gadget_dir(new.name)
-        self._ready_sent = False  # READY=1 again once the new gadget is bound
+        self.spec = spec
+        self.gadget_dir = configfs.gadget_dir(spec.name)
+        self._ready_sent = False  # READY=1 again once the gadget is bound
+        self.udc_state = ""
+
+    def _restore(self, why: str) -> None:
+        (old, old_claim), self._reloading_from = self._reloading_from, None
+        log.error("SIGHUP: %s did not come up (%s): restoring %s", self.spec.source, why,
+                  old.source)
+        new_claim = self.claim if old_claim else None
+        self._switch_to(old, None)
+        if new_claim:
+            new_claim.release()
+            self.claim = old_claim
         self.bring_up()
 
     def tear_down(self) -> list[str]:
@@ -288,6 +341,9 @@ class Supervisor:
         refused before its first step touches nothing (not someone else's gadget or state)."""
         if not self.undo:
             return []
+        if self._bind_timer is not None:
+            self._bind_timer.cancel()
+            self._bind_timer = None
         if self.gadget_dir.exists():
             self._unbind()
         failures = self.undo.unwind()
@@ -304,6 +360,7 @@ class Supervisor:
         self.started = time.time()
         status = 0
         try:
+            self.claim = Claim(self.spec.name)  # before anything is touched; held to the end
             self.bring_up()
             tick = (self.notifier.watchdog_interval or 2 * TICK) / 2
             self.loop.every(min(tick, TICK), self._tick)
@@ -323,12 +380,24 @@ class Supervisor:
                 status = 1
             elif built:
                 log.info("gadget %s removed", self.spec.name)
+            if self.claim is not None and not failures:
+                self.claim.release()  # a record left behind says: clean up after me
             if self.watch is not None:
                 self.watch.close()
             self.loop.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         return status
+
+
+def function_state(slot) -> dict:
+    """One function in the status file: the worker's own report, under the supervisor's fields
+    (a worker cannot pass itself off as another pid, user or state)."""
+    w = slot.worker
+    return {**((w and w.status) or {}),
+            "pid": w.pid if w else None, "user": slot.fn.user or "root",
+            "ready": bool(w and w.ready), "state": "stuck" if w and w.stuck else slot.state,
+            "stack": w.stuck if w else None, "last_error": slot.last_error}
 
 
 def template_is_safe(path: Path) -> str | None:

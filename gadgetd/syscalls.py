@@ -1,5 +1,6 @@
 """The syscalls gadgetd makes on configfs, sysfs and mounts: one-write(2) attribute writes,
-attribute reads, mount(2), umount2(2) and the mount table. Nothing else writes those paths."""
+attribute reads, mount(2), umount2(2), the mount table and /proc/PID/stat. Nothing else writes
+those paths."""
 
 from __future__ import annotations
 
@@ -37,6 +38,13 @@ def umount(target: Path, lazy: bool = False) -> None:
     if _libc.umount2(str(target).encode(), MNT_DETACH if lazy else 0) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"umount {target}: {os.strerror(err)}")
+
+
+def proc_stat(pid: int) -> list[bytes]:
+    """/proc/PID/stat's fields after the command name: [state, ppid, ...] (field 3 onwards)."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        stat = f.read()
+    return stat[stat.rindex(b")") + 2:].split()
 
 
 def mounts(fstype: str | None = None) -> list[tuple[str, Path, str]]:

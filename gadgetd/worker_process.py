@@ -15,11 +15,13 @@ import socket
 import time
 from collections.abc import Callable
 
-from gadgetd import channel, worker
+from gadgetd import channel, syscalls, worker
 from gadgetd.eventloop import EventLoop
 from gadgetd.model import FunctionSpec
 
 log = logging.getLogger(__name__)
+_HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # what the supervisor handles
+REAP_TIMEOUT = 5.0  # seconds after SIGKILL before a worker still there is reported stuck
 
 
 class WorkerProcess:
@@ -32,6 +34,7 @@ class WorkerProcess:
         self.last_heard = 0.0
         self.failure: str | None = None  # why it is being ended, once it is
         self.exit_status: int | None = None
+        self.stuck: str | None = None  # its kernel stack, once SIGKILL did not end it
         self._channel: socket.socket | None = None
         self._pidfd: int | None = None
         self._deadline = None
@@ -39,17 +42,27 @@ class WorkerProcess:
     def start(self, ready_timeout: float) -> WorkerProcess:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         parent = os.getpid()
-        pid = os.fork()
+        # Signals stay blocked across fork until the child has dropped the supervisor's
+        # handlers and wake-up fd: one arriving in between would run the supervisor's handler
+        # in the child, or write a byte into whatever file reuses the wake-up fd's number.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
+        try:
+            pid = os.fork()
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            raise
         if pid == 0:  # the child never returns into the supervisor's code, whatever happens
             try:
-                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                    signal.signal(sig, signal.SIG_DFL)  # first: forget the supervisor's handling
+                for sig in _HANDLED:
+                    signal.signal(sig, signal.SIG_DFL)
                 self.loop.close_in_child()
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
                 fd = os.dup2(theirs.fileno(), 3, inheritable=False)
                 os.closerange(4, os.sysconf("SC_OPEN_MAX"))
                 worker.run(self.fn, socket.socket(fileno=fd), parent)
             finally:
                 os._exit(1)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         theirs.close()
         self.pid, self._channel = pid, ours
         self._pidfd = os.pidfd_open(pid)
@@ -91,7 +104,16 @@ class WorkerProcess:
         """End the worker for `reason` (the first reason given is the one reported)."""
         if self.failure is None:
             self.failure = reason
+            self.loop.call_later(REAP_TIMEOUT, self._check_reaped)
         self.signal(signal.SIGKILL)
+
+    def _check_reaped(self) -> None:
+        """Still there after SIGKILL: stuck in the kernel. Say where, and keep waiting for its
+        pidfd (the loop, the watchdog and the other workers go on meanwhile)."""
+        if self.alive and self.stuck is None:
+            self.stuck = kernel_stack(self.pid)
+            log.error("worker %d (%s) is stuck in the kernel %.0f s after SIGKILL (%s): %s",
+                      self.pid, self.fn.name, REAP_TIMEOUT, self.failure, self.stuck)
 
     def signal(self, sig: int) -> None:
         if self.alive:
@@ -126,7 +148,8 @@ class WorkerProcess:
         if not self.alive:
             return True
         self.signal(sig)
-        for wait, escalate in ((timeout, signal.SIGKILL), (5.0, None)):
+        waits = ((1.0, None),) if self.stuck else ((timeout, signal.SIGKILL), (REAP_TIMEOUT, None))
+        for wait, escalate in waits:
             end = time.monotonic() + wait
             while time.monotonic() < end:
                 if _readable(self._pidfd, end - time.monotonic()):
@@ -138,10 +161,22 @@ class WorkerProcess:
             if escalate is not None:
                 log.error("worker %d (%s) did not stop: killing it", self.pid, self.fn.name)
                 self.signal(escalate)
-        log.error("worker %d (%s) could not be reaped: stuck in the kernel?", self.pid,
-                  self.fn.name)
+        self.stuck = self.stuck or kernel_stack(self.pid)
+        log.error("worker %d (%s) could not be reaped: stuck in the kernel: %s", self.pid,
+                  self.fn.name, self.stuck)
         self._close()
         return False
+
+
+def kernel_stack(pid: int) -> str:
+    """State and kernel stack of a task, innermost frame first, on one line."""
+    try:
+        state = syscalls.proc_stat(pid)[0].decode()
+        with open(f"/proc/{pid}/stack") as f:
+            frames = [line.split()[-1].split("+")[0] for line in f if line.strip()]
+    except OSError as exc:
+        return f"stack unreadable: {exc.strerror}"
+    return f"state {state}: " + " < ".join(frames)
 
 
 def _readable(fd: int, timeout: float) -> bool:

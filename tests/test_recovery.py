@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import heapq
 import itertools
 from pathlib import Path
 
 import pytest
 
-from gadgetd import recovery
+from gadgetd import recovery, udc
+from gadgetd.eventloop import Timer
 from gadgetd.model import FunctionSpec, Interface
 from gadgetd.recovery import DEAD, READY, STARTING, Recovery
-from gadgetd.supervisor import Supervisor
+from gadgetd.supervisor import SILENT_TIMEOUT, Supervisor, function_state
 from gadgetd.template import parse
 
 
@@ -26,10 +28,12 @@ class FakeLoop:
         return self.now
 
     def call_at(self, when, callback):
-        heapq.heappush(self.timers, (when, next(self.order), callback))
+        timer = Timer(when, callback)
+        heapq.heappush(self.timers, (when, next(self.order), timer))
+        return timer
 
     def call_later(self, delay, callback):
-        self.call_at(self.now + delay, callback)
+        return self.call_at(self.now + delay, callback)
 
     def every(self, interval, callback):
         def tick():
@@ -40,9 +44,10 @@ class FakeLoop:
     def advance(self, seconds):
         end = self.now + seconds
         while self.timers and self.timers[0][0] <= end:
-            when, _, callback = heapq.heappop(self.timers)
+            when, _, timer = heapq.heappop(self.timers)
             self.now = max(self.now, when)
-            callback()
+            if not timer.cancelled:
+                timer.callback()
         self.now = end
 
     def stop(self):
@@ -55,6 +60,7 @@ class FakeWorker:
     def __init__(self, fn, on_ready, on_gone):
         self.fn, self.on_ready, self.on_gone = fn, on_ready, on_gone
         self.pid, self.ready, self.status, self.last_heard = next(self.pids), False, None, 0.0
+        self.stuck, self.failure = None, None
 
     def become_ready(self, now=0.0):
         self.ready, self.last_heard = True, now
@@ -63,6 +69,10 @@ class FakeWorker:
     def die(self, reason="worker exited"):
         self.ready = False
         self.on_gone(self, reason, -9)
+
+    def fail(self, reason):  # SIGKILL: the exit is reported at once
+        self.failure = self.failure or reason
+        self.die(reason)
 
 
 class Rig:
@@ -219,15 +229,62 @@ def test_watchdog_keeps_coming_while_a_restart_fails_for_30_s(supervisor):
     assert max(gaps) <= notifier.watchdog_interval / 2
 
 
-def test_watchdog_withheld_for_a_ready_worker_that_went_silent(supervisor):
+def test_a_silent_worker_is_restarted_by_the_supervisor_and_the_watchdog_goes_on(supervisor):
+    """No systemd needed: a ready worker whose status messages stopped is killed and restarted
+    once silent for SILENT_TIMEOUT, and the supervisor keeps pinging the watchdog."""
     sup, loop, notifier = supervisor
-    workers = []
+    workers, calls = [], []
     sup.recovery = Recovery(loop, lambda fn, r, g: workers.append(FakeWorker(fn, r, g)) or
-                            workers[-1], lambda: None, lambda: None, sup._fatal)
+                            workers[-1], lambda: calls.append("unbind"),
+                            lambda: calls.append("bind"), sup._fatal)
     sup.recovery.start(sup.spec.functions)
     workers[0].become_ready(now=0.0)
     loop.every(1.0, sup._tick)
-    loop.advance(4.5)
-    assert len(notifier.pings) == 5  # heard at 0: fresh until 5 s (WatchdogSec / 2)
-    loop.advance(10)
-    assert len(notifier.pings) == 5
+    loop.advance(SILENT_TIMEOUT - 1.5)
+    assert len(workers) == 1
+    loop.advance(2)
+    assert len(workers) == 2 and workers[0].failure.startswith("silent for 10 s")
+    assert calls == ["bind", "unbind"]
+    workers[1].become_ready(now=loop.now)
+    assert calls[-1] == "bind"
+    assert len(notifier.pings) == int(loop.now) + 1  # one per tick, none withheld
+
+
+def test_a_worker_cannot_override_the_supervisors_fields():
+    worker = FakeWorker(_fn("a"), None, None)
+    worker.status = {"pid": 1, "user": "root", "state": "ready", "ready": True,
+                     "counters": {"setups": 3}}
+    slot = recovery.Slot(_fn("a"), worker=worker, state=STARTING)
+    state = function_state(slot)
+    assert state["pid"] == worker.pid and state["state"] == STARTING and state["ready"] is False
+    assert state["user"] == "root" and state["counters"] == {"setups": 3}
+
+
+def test_a_failed_bind_is_retried_on_a_timer_with_backoff(supervisor, monkeypatch):
+    """EBUSY at boot: retried at 0.5, 1, 2 ... 30 s (not only on a UDC uevent), each wait
+    announced to systemd as EXTEND_TIMEOUT_USEC until the first bind."""
+    sup, loop, notifier = supervisor
+    tries, extends = [], []
+    monkeypatch.setattr(udc, "bound", lambda gadget_dir: "")
+    monkeypatch.setattr(udc, "resolve", lambda name: "dummy_udc.0")
+    monkeypatch.setattr(sup, "_check_budget", lambda name: None)
+
+    def bind(gadget_dir, name):
+        tries.append(loop.now)
+        if len(tries) <= 9:
+            raise OSError(errno.EBUSY, "busy")
+
+    monkeypatch.setattr(udc, "bind", bind)
+    notifier.send = lambda **f: extends.append(f["extend_timeout_usec"]) \
+        if "extend_timeout_usec" in f else None
+    sup.recovery = Recovery(loop, lambda fn, r, g: FakeWorker(fn, r, g), lambda: None,
+                            lambda: None, sup._fatal)
+    sup.recovery.start(sup.spec.functions)
+    for slot in sup.recovery.slots.values():
+        slot.state = READY
+    sup._try_bind()
+    loop.advance(200)
+    gaps = [round(b - a, 3) for a, b in itertools.pairwise(tries)]
+    assert gaps == [0.5, 1, 2, 4, 8, 16, 30, 30, 30]
+    assert extends == [int((g + 10) * 1e6) for g in gaps]
+    assert sup.udc_name == "dummy_udc.0"

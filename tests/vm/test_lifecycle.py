@@ -96,7 +96,7 @@ def test_down_refuses_a_served_gadget_and_removes_a_crashed_one(daemon):
     d = daemon()
     d.wait_bound()
     proc = gadgetd("down", d.spec.name)
-    assert proc.returncode == 1 and "served by gadgetd pid" in proc.stderr
+    assert proc.returncode == 1 and f"owned by gadgetd pid {d.proc.pid}" in proc.stderr
     d.stop(signal.SIGKILL)
     proc = gadgetd("down", d.spec.name)
     assert proc.returncode == 0, proc.stderr
