@@ -71,7 +71,8 @@ def test_uid_0_refused_at_run_time_without_allow_root(monkeypatch):
 def test_drop_privileges_refuses_uid_0_too(monkeypatch):
     _users(monkeypatch, toor=0)
     monkeypatch.setattr(worker.os, "geteuid", lambda: 0)
-    monkeypatch.setattr(worker.os, "setuid", lambda uid: pytest.fail("setuid called"))
+    for name in ("setgroups", "setgid", "setuid"):  # never this process's own credentials
+        monkeypatch.setattr(worker.os, name, lambda *a, name=name: pytest.fail(f"{name} called"))
     with pytest.raises(SetupError, match="has uid 0"):
         worker.drop_privileges(replace(FN, user="toor"))
 
