@@ -10,8 +10,9 @@ APT_PACKAGES := qemu-system-x86 busybox-static udev systemd libaio1 libusb-1.0-0
 	python3-venv gcc libc6-dev linux-libc-dev pkg-config libusb-1.0-0-dev libaio-dev \
 	linux-source-6.1 xz-utils patch openssh-server openssh-client strace
 BUILD := out/bench-build
+SYSUSERS := gadgetd/systemd/gadgetd.sysusers
 
-.PHONY: help setup system-packages demo repro repro-full bench bench-detection test unit-test vm-test \
+.PHONY: help setup system-packages system-user demo repro repro-full bench bench-detection test unit-test vm-test \
 	repro-test test-faults test-armel lint
 
 help: ## List the targets
@@ -25,13 +26,21 @@ system-packages: ## Install the Debian packages the VM bench needs (root; no-op 
 	  else echo "missing Debian packages (install as root): $$missing"; exit 1; fi; \
 	fi
 
+# The function workers' default user; the VM tests run the host's root filesystem, so it must
+# exist here. Not fatal for a non-root make: the unit tests do not need it.
+system-user: system-packages ## Create the gadgetd system user the workers run as (root; no-op when present)
+	@if ! getent passwd gadgetd >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then systemd-sysusers $(CURDIR)/$(SYSUSERS); \
+	  else echo "no gadgetd user (the VM tests need it): run as root: systemd-sysusers $(CURDIR)/$(SYSUSERS)"; fi; \
+	fi
+
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q -e '.[dev]'
 	$(VENV)/bin/python -m compileall -q gadgetd  # the VM's root is read-only: no bytecode written there
 	touch $@
 
-setup: system-packages $(VENV)/.installed ## Debian packages (as root), the venv, editable install
+setup: system-packages system-user $(VENV)/.installed ## Debian packages and the gadgetd user (as root), the venv, editable install
 
 demo: setup ## Boot the default kernel in QEMU, serve the loopback gadget, enumerate it, loop data
 	$(HIL) vm --kernel $(KERNEL) -- $(HIL) demo $(TEMPLATE)

@@ -2,8 +2,10 @@
 
 The template is copied to /etc/gadgetd/NAME.toml (root-owned, mode 0644: gadgetd refuses a
 template others can write), the unit to /etc/systemd/system/gadgetd@.service with this install's
-gadgetd path, and gadgetd@NAME is enabled. `root` stages everything under another directory
-(an image being built) and then skips systemctl.
+gadgetd path, and gadgetd@NAME is enabled. The workers' default user, gadgetd, comes from
+/etc/sysusers.d/gadgetd.conf (gadgetd/systemd/gadgetd.sysusers), applied with systemd-sysusers
+(a no-op when the user exists). `root` stages everything under another directory (an image being
+built) and then skips systemctl and systemd-sysusers.
 """
 
 from __future__ import annotations
@@ -15,17 +17,26 @@ from pathlib import Path
 
 from gadgetd import template
 from gadgetd.errors import SetupError
-from gadgetd.service import render_unit
+from gadgetd.service import SYSUSERS_FILE, render_unit
 
 CONFIG_DIR = Path("etc/gadgetd")
 UNIT_DIR = Path("etc/systemd/system")
 UNIT_NAME = "gadgetd@.service"
+# /etc, like the unit: install-service is the administrator's act, not a distribution package's.
+SYSUSERS_CONF = Path("etc/sysusers.d/gadgetd.conf")
+
+
+def _run(*argv: str) -> None:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    except OSError as exc:
+        raise SetupError(f"{' '.join(argv)}: {exc.strerror or exc}") from None
+    if proc.returncode != 0:
+        raise SetupError(f"{' '.join(argv)}: {proc.stderr.strip() or proc.returncode}")
 
 
 def _systemctl(*args: str) -> None:
-    proc = subprocess.run(["systemctl", *args], capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise SetupError(f"systemctl {' '.join(args)}: {proc.stderr.strip() or proc.returncode}")
+    _run("systemctl", *args)
 
 
 def install(template_path: Path, name: str | None = None, root: Path = Path("/"),
@@ -42,10 +53,19 @@ def install(template_path: Path, name: str | None = None, root: Path = Path("/")
     unit.parent.mkdir(parents=True, exist_ok=True)
     unit.write_text(render_unit())
     done.append(f"installed {unit}")
+    sysusers = root / SYSUSERS_CONF
+    sysusers.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(SYSUSERS_FILE, sysusers)
+    os.chmod(sysusers, 0o644)
+    done.append(f"installed {sysusers}")
     if root == Path("/"):
+        _run("systemd-sysusers", str(sysusers))
+        done.append("the gadgetd user exists (systemd-sysusers)")
         _systemctl("daemon-reload")
         _systemctl("enable", *(["--now"] if start else []), f"gadgetd@{name}.service")
         done.append(f"enabled gadgetd@{name}" + (" and started it" if start else ""))
+    else:
+        done.append(f"the image needs the gadgetd user: systemd-sysusers --root={root} creates it")
     return done
 
 
@@ -63,6 +83,10 @@ def uninstall(name: str, root: Path = Path("/")) -> list[str]:
         if unit.exists():
             unit.unlink()
             done.append(f"removed {unit} (no gadget left)")
+        sysusers = root / SYSUSERS_CONF
+        if sysusers.exists():
+            sysusers.unlink()  # the user itself stays: files may still belong to it
+            done.append(f"removed {sysusers} (the gadgetd user stays)")
         if root == Path("/"):
             _systemctl("daemon-reload")
     return done

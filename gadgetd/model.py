@@ -22,6 +22,9 @@ TRANSFERS = {"bulk": 2, "interrupt": 3}  # bmAttributes transfer type
 BLOCKING, NONBLOCK, NONBLOCK_ONCE = "blocking", "nonblock", "nonblock-once"
 EP0_OPEN_MODES = (BLOCKING, NONBLOCK)
 FUNCTION_KINDS = ("ffs",)  # ffs: a FunctionFS function served by a gadgetd worker
+# The worker's user when a template names none: a system user of gadgetd's own (its sysusers.d
+# file is gadgetd/systemd/gadgetd.sysusers), not `nobody`, which other daemons share.
+DEFAULT_USER = "gadgetd"
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,8 @@ class FunctionSpec:
     ep0_open: str = BLOCKING
     request_size: int = 16384
     queue_depth: int = 4
-    user: str | None = None  # the worker's user; None: root
+    user: str = DEFAULT_USER  # the worker's user
+    allow_root: bool = False  # a uid 0 `user` is refused unless the template says this
     os_desc: OsDescriptors | None = None
     options: dict[str, object] = field(default_factory=dict)  # the type's own keys (Option)
 

@@ -71,7 +71,7 @@ class Recovery:
             return
         slot.state, slot.backoff = READY, FIRST_BACKOFF
         log.info("function %s served by pid %d as %s", slot.fn.name, worker.pid,
-                 slot.fn.user or "root")
+                 slot.fn.user)
         if slot.failure is not None:
             took = self.loop.clock() - slot.failure["since"]
             self.recoveries.append({"function": slot.fn.name, "reason": slot.failure["reason"],

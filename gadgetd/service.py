@@ -1,4 +1,5 @@
-"""The systemd unit gadgetd ships (gadgetd/systemd/gadgetd@.service), rendered for this install."""
+"""The systemd files gadgetd ships: the unit (gadgetd/systemd/gadgetd@.service), rendered for this
+install, and the sysusers.d file of the workers' default user (gadgetd/systemd/gadgetd.sysusers)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 from pathlib import Path
 
 UNIT_TEMPLATE = Path(__file__).resolve().parent / "systemd" / "gadgetd@.service"
+SYSUSERS_FILE = Path(__file__).resolve().parent / "systemd" / "gadgetd.sysusers"
 
 
 def gadgetd_path() -> str:

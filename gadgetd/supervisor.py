@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import logging
 import os
-import pwd
 import select
 import signal
 import time
 from dataclasses import replace
 from pathlib import Path
 
-from gadgetd import configfs, controllers, ffs, leftovers, runstate, udc
+from gadgetd import configfs, controllers, ffs, leftovers, runstate, udc, worker
 from gadgetd.errors import GadgetdError, SetupError, TemplateError
 from gadgetd.eventloop import EventLoop
 from gadgetd.model import FunctionSpec, GadgetSpec
@@ -77,12 +76,7 @@ class Supervisor:
 
     def _mount_options(self, fn: FunctionSpec) -> FunctionSpec:
         """FunctionFS files belong to the worker's user unless the template says otherwise."""
-        if fn.user is None:
-            return fn
-        try:
-            entry = pwd.getpwnam(fn.user)
-        except KeyError:
-            raise SetupError(f"function {fn.name}: user {fn.user!r} does not exist") from None
+        entry = worker.user_entry(fn)  # before anything is touched: a missing user, a uid 0 one
         mount = replace(fn.mount,
                         uid=fn.mount.uid if fn.mount.uid is not None else entry.pw_uid,
                         gid=fn.mount.gid if fn.mount.gid is not None else entry.pw_gid)
@@ -395,7 +389,7 @@ def function_state(slot) -> dict:
     (a worker cannot pass itself off as another pid, user or state)."""
     w = slot.worker
     return {**((w and w.status) or {}),
-            "pid": w.pid if w else None, "user": slot.fn.user or "root",
+            "pid": w.pid if w else None, "user": slot.fn.user,
             "ready": bool(w and w.ready), "state": "stuck" if w and w.stuck else slot.state,
             "stack": w.stuck if w else None, "last_error": slot.last_error}
 

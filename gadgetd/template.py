@@ -14,6 +14,7 @@ from pathlib import Path
 from gadgetd import controllers, registry
 from gadgetd.errors import NO_VALUE, TemplateError
 from gadgetd.model import (
+    DEFAULT_USER,
     EP0_OPEN_MODES,
     MAX_ENDPOINTS_PER_DIRECTION,
     MAX_STRING_LEN,
@@ -152,13 +153,18 @@ def _function(table: Table, name: str) -> FunctionSpec:
         ep0_open=table.get("ep0_open", str, "blocking", choices=EP0_OPEN_MODES),
         request_size=request_size,
         queue_depth=table.get("queue_depth", int, 4, lo=1, hi=64),
-        user=table.get("user", str, None),
+        user=table.get("user", str, DEFAULT_USER),
+        allow_root=table.get("allow_root", bool, False),
         os_desc=_function_os_desc(table.table("os_desc", required=False)),
         options={o.name: table.get(o.name, o.kind, o.default, lo=o.lo, hi=o.hi, choices=o.choices)
                  for o in ftype.options},
     )
-    if spec.user is not None and not re.fullmatch(r"[a-z_][a-z0-9_.-]{0,31}", spec.user):
+    if not re.fullmatch(r"[a-z_][a-z0-9_.-]{0,31}", spec.user):
         raise table.error("user", "not a valid user name", spec.user)
+    if spec.user == "root" and not spec.allow_root:
+        # Any uid 0 user is refused again at run time (gadgetd.supervisor), from the user database.
+        raise table.error("user", f"the worker would run as root: set allow_root = true in "
+                          f"[{table.path}] if it must", spec.user)
     table.done()
     problem = ftype.check_layout(spec) if ftype.check_layout else None
     if problem:

@@ -1,4 +1,5 @@
-"""A function worker: a child of the root supervisor, running as the template's unprivileged user.
+"""A function worker: a child of the root supervisor, running as the template's unprivileged user
+(`gadgetd` unless the template names another).
 
 It opens ep0 under the open policy, writes descriptors and strings, opens the endpoint files and
 serves events and data in gadgetd.eventloop. It tells the supervisor over its channel
@@ -18,19 +19,37 @@ import socket
 import sys
 
 from gadgetd import channel, ffs, registry
+from gadgetd.errors import SetupError
 from gadgetd.eventloop import EventLoop
-from gadgetd.model import FunctionSpec
+from gadgetd.model import DEFAULT_USER, FunctionSpec
 from gadgetd.open_policy import Ep0OpenPolicy, RetryStats
+from gadgetd.service import SYSUSERS_FILE
 
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
 STATUS_INTERVAL = 1.0
 
 
-def drop_privileges(user: str | None) -> None:
-    if user is None or os.geteuid() != 0:
+def user_entry(fn: FunctionSpec) -> pwd.struct_passwd:
+    """The worker's user from the user database: it must exist, and uid 0 needs allow_root."""
+    try:
+        entry = pwd.getpwnam(fn.user)
+    except KeyError:
+        how = ""
+        if fn.user == DEFAULT_USER:
+            how = (f": create it with `systemd-sysusers {SYSUSERS_FILE}` as root (`make setup` "
+                   "in a checkout and `gadgetd install-service` do it)")
+        raise SetupError(f"function {fn.name}: user {fn.user!r} does not exist{how}") from None
+    if entry.pw_uid == 0 and not fn.allow_root:
+        raise SetupError(f"function {fn.name}: user {fn.user!r} has uid 0: the worker would run "
+                         f"as root (set allow_root = true in [function.{fn.name}] if it must)")
+    return entry
+
+
+def drop_privileges(fn: FunctionSpec) -> None:
+    if os.geteuid() != 0:
         return
-    entry = pwd.getpwnam(user)
+    entry = user_entry(fn)
     os.setgroups(os.getgrouplist(entry.pw_name, entry.pw_gid))
     os.setgid(entry.pw_gid)
     os.setuid(entry.pw_uid)
@@ -81,7 +100,7 @@ def run(fn: FunctionSpec, sock: socket.socket, parent: int) -> None:
         # Everything the worker imports is imported while still root: the unprivileged user
         # may not be able to read the interpreter's own library directory.
         cls = registry.server_class(registry.get(fn.type))
-        drop_privileges(fn.user)
+        drop_privileges(fn)
         _die_with_parent(parent)
         status = serve(fn, cls, sock)
     except ffs.SetupCancelled:

@@ -257,7 +257,7 @@ def test_a_worker_cannot_override_the_supervisors_fields():
     slot = recovery.Slot(_fn("a"), worker=worker, state=STARTING)
     state = function_state(slot)
     assert state["pid"] == worker.pid and state["state"] == STARTING and state["ready"] is False
-    assert state["user"] == "root" and state["counters"] == {"setups": 3}
+    assert state["user"] == "gadgetd" and state["counters"] == {"setups": 3}
 
 
 def test_a_failed_bind_is_retried_on_a_timer_with_backoff(supervisor, monkeypatch):

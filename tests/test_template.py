@@ -161,3 +161,41 @@ def test_missing_file(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "cannot read" in proc.stderr
+
+
+def _without_user(text):
+    return "".join(line for line in text.splitlines(keepends=True)
+                   if not line.startswith("user ="))
+
+
+def test_default_user_is_gadgetd(loopback_text, templates_dir):
+    fn = parse(_without_user(loopback_text)).functions["loop0"]
+    assert (fn.user, fn.allow_root) == ("gadgetd", False)
+    ss = template.load(templates_dir / "sourcesink.toml").functions["ss0"]
+    assert ss.user == "gadgetd"
+
+
+def test_shipped_templates_run_as_gadgetd(templates_dir):
+    for path in sorted(templates_dir.glob("*.toml")):
+        for fn in template.load(path).functions.values():
+            assert (fn.user, fn.allow_root) == ("gadgetd", False), path
+
+
+def test_root_refused_without_allow_root(loopback_text):
+    text = loopback_text.replace('user = "gadgetd"', 'user = "root"')
+    assert refused(text) == ("t.toml: function.loop0.user = 'root': the worker would run as root: "
+                             "set allow_root = true in [function.loop0] if it must")
+    assert "allow_root" in refused(text.replace('user = "root"', 'user = "root"\nallow_root = false'))
+
+
+def test_root_accepted_with_allow_root(loopback_text):
+    text = loopback_text.replace('user = "gadgetd"', 'user = "root"\nallow_root = true')
+    fn = parse(text).functions["loop0"]
+    assert (fn.user, fn.allow_root) == ("root", True)
+
+
+def test_allow_root_must_be_a_bool(loopback_text):
+    msg = refused(loopback_text.replace('user = "gadgetd"', 'user = "root"\nallow_root = 1'))
+    assert msg == "t.toml: function.loop0.allow_root = 1: must be true or false"
+    msg = refused(loopback_text.replace('user = "gadgetd"', 'allow_root = "yes"'))
+    assert msg == "t.toml: function.loop0.allow_root = 'yes': must be true or false"

@@ -47,6 +47,9 @@ def test_wheel_installs_and_runs_with_declared_dependencies(tmp_path):
         assert ": ok: gadget" in out and path in out
     unit = run(py, "-c", "from gadgetd.service import render_unit; print(render_unit())")
     assert f"ExecStart={env_dir}/bin/gadgetd run --wait-for-udc" in unit
+    sysusers = run(py, "-c", "from gadgetd.service import SYSUSERS_FILE; print(SYSUSERS_FILE.read_text())",
+                   cwd=outside)
+    assert 'u gadgetd - "gadgetd function workers"' in sysusers  # install-service needs it
     # Every board-side module imports with the declared dependencies alone (libaio included).
     run(py, "-c", "import gadgetd.cli, gadgetd.supervisor, gadgetd.worker, gadgetd.strategy, "
         "gadgetd.functions.loopback, gadgetd.functions.sourcesink, gadgetd.repro.runner, "

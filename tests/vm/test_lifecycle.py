@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import pwd
 import signal
 import subprocess
+from pathlib import Path
 
 import pytest
 
-from gadgetd import configfs, ffs, template
+from gadgetd import configfs, ffs, runstate, template
 from gadgetd.host.device import LoopbackDriver
 from tests.vm.conftest import dummy_hcd_params, gadgetd, reload_dummy_hcd
 
@@ -21,6 +23,48 @@ def test_run_serves_and_sigterm_leaves_nothing(daemon, loopback_template):
     assert LoopbackDriver(dev).loopback(b"hello") == b"hello"
     assert d.stop() == 0, d.stderr
     assert configfs.leftovers(d.spec) == []
+
+
+def _worker_uids(d) -> tuple[str, set[int], int]:
+    """The served function's reported user, its worker's uids (real, effective, saved, fs) and the
+    owner of its ep0 file."""
+    fn = next(iter(d.spec.functions.values()))
+    state = runstate.read(d.spec.name)["functions"][fn.name]
+    status = Path(f"/proc/{state['pid']}/status").read_text()
+    (uids,) = [line.split()[1:] for line in status.splitlines() if line.startswith("Uid:")]
+    return state["user"], set(map(int, uids)), (fn.mountpoint / "ep0").stat().st_uid
+
+
+def test_worker_runs_as_gadgetd_by_default(daemon, loopback_template):
+    # The VM shares the host's user database: `make setup` creates gadgetd there.
+    uid = pwd.getpwnam("gadgetd").pw_uid
+    d = daemon()
+    d.wait_bound()
+    assert _worker_uids(d) == ("gadgetd", {uid}, uid)
+    assert d.stop() == 0, d.stderr
+
+
+def test_worker_as_root_only_with_allow_root(tmp_path, daemon, loopback_template):
+    t = tmp_path / "t.toml"
+    t.write_text(loopback_template.read_text().replace('user = "gadgetd"', 'user = "root"'))
+    proc = gadgetd("run", t)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "function.loop0.user = 'root'" in proc.stderr and "allow_root = true" in proc.stderr
+    t.write_text(t.read_text().replace('user = "root"', 'user = "root"\nallow_root = true'))
+    d = daemon(t)
+    d.wait_bound()
+    assert _worker_uids(d) == ("root", {0}, 0)
+    assert d.stop() == 0, d.stderr
+
+
+def test_missing_user_touches_nothing(tmp_path, loopback_template):
+    t = tmp_path / "t.toml"
+    t.write_text(loopback_template.read_text().replace('user = "gadgetd"', 'user = "gadgetd-none"'))
+    proc = gadgetd("run", t)
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines()[-1] == (
+        "gadgetd: error: function loop0: user 'gadgetd-none' does not exist")
+    assert configfs.leftovers(template.load(t)) == []
 
 
 def test_nonblock_open_policy_serves(daemon, loopback_template):

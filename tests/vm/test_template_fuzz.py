@@ -24,8 +24,8 @@ LOOPBACK = tomllib.loads(
 
 values = st.one_of(
     st.integers(min_value=-2, max_value=70000), st.booleans(), st.text(max_size=12),
-    st.sampled_from(["auto", "dummy_udc.0", "nobody", "in", "out", "bulk", "interrupt",
-                     "loopback", "/run/gadgetd/ffs/fz", "/", "relative", "/tmp/fz", "0x409"]),
+    st.sampled_from(["auto", "dummy_udc.0", "gadgetd", "nobody", "root", "in", "out", "bulk",
+                     "interrupt", "loopback", "/run/gadgetd/ffs/fz", "/", "relative", "/tmp/fz", "0x409"]),
     st.lists(st.sampled_from(["loop0", "x"]), max_size=3),
 )
 endpoint = st.fixed_dictionaries({}, optional={
@@ -42,8 +42,11 @@ def _like(old):
     elif isinstance(old, int):
         same = st.sampled_from([0, 1, 2, 8, 64, 100, 255, 0x80, 0xC0, 500, 1024, 16384, 0xFFFF])
     elif isinstance(old, str):
-        same = st.sampled_from(["auto", "nobody", "in", "out", "bulk", "loopback", "fz",
-                                "/run/gadgetd/ffs/fz", "gadgetd-fuzz", "blocking", "nonblock"])
+        # Users among them: the default, another that exists, root (refused unless allow_root)
+        # and one that does not exist (gadgetd-fuzz).
+        same = st.sampled_from(["auto", "gadgetd", "nobody", "root", "in", "out", "bulk",
+                                "loopback", "fz", "/run/gadgetd/ffs/fz", "gadgetd-fuzz", "blocking",
+                                "nonblock"])
     else:
         same = values
     return st.one_of(same, same, same, values)
@@ -74,8 +77,8 @@ def templates(draw):
         elif action == "delete" and isinstance(parent, dict):
             del parent[path[-1]]
         elif action == "add" and isinstance(parent, dict):
-            parent[draw(st.sampled_from(["extra", "idVendr", "user", "ep0_open", "udc"]))] = (
-                draw(values))
+            parent[draw(st.sampled_from(["extra", "idVendr", "user", "allow_root", "ep0_open",
+                                         "udc"]))] = draw(values)
         elif action == "endpoints" and isinstance(fn := doc.get("function"), dict) and \
                 isinstance(fn.get("loop0"), dict):
             fn["loop0"]["endpoint"] = draw(st.lists(endpoint, max_size=20))
