@@ -290,7 +290,7 @@ class Supervisor:
         worker failing before it was ready), the running template is restored."""
         try:
             new = self.reload() if self.reload else None
-            new_claim = Claim(new.name) if new and new.name != self.spec.name else None
+            new_claim = claim(new.name) if new and new.name != self.spec.name else None
         except (TemplateError, GadgetdError) as exc:
             log.error("SIGHUP: keeping the running gadget: %s", exc)
             return
@@ -354,7 +354,7 @@ class Supervisor:
         self.started = time.time()
         status = 0
         try:
-            self.claim = Claim(self.spec.name)  # before anything is touched; held to the end
+            self.claim = claim(self.spec.name)  # before anything is touched; held to the end
             self.bring_up()
             tick = (self.notifier.watchdog_interval or 2 * TICK) / 2
             self.loop.every(min(tick, TICK), self._tick)
@@ -382,6 +382,14 @@ class Supervisor:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         return status
+
+
+def claim(name: str) -> Claim:
+    try:
+        return Claim(name)
+    except OSError as exc:
+        raise SetupError(f"cannot take the lock of gadget {name!r}: {exc.strerror}"
+                         + (f" ({exc.filename})" if exc.filename else "")) from exc
 
 
 def function_state(slot) -> dict:

@@ -1,0 +1,191 @@
+"""Failure windows of bring-up, ownership, binding and reload, against the real kernel. Faults
+come from outside: strace in front of `gadgetd run` injects signals and errors into the
+supervisor's own syscalls (-e inject=...:signal=|error=...:when=N); workers are not traced."""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gadgetd import configfs, ffs, runstate, template
+from gadgetd.host.device import LoopbackDriver, wait_for_device
+from tests.vm.conftest import RunningDaemon, gadgetd
+
+pytestmark = pytest.mark.vm
+GADGETD = (sys.executable, "-m", "gadgetd")
+# The supervisor's bring-up steps: configfs directories and links, mount points and mounts.
+STEPS = ("mkdir", "mkdirat", "symlink", "symlinkat", "mount")
+
+
+def traced(*inject: str, log: Path | None = None, paths=()) -> tuple[str, ...]:
+    """strace in front of gadgetd: -e inject=... on the supervisor only (no -f); with `paths`,
+    only syscalls on those paths are traced and tampered with."""
+    return ("strace", "-qq", "-ttt", "-e", "signal=none", "-o", str(log or "/dev/null"),
+            "-e", f"trace={','.join(STEPS)},write", *(a for p in paths for a in ("-P", str(p))),
+            *(a for i in inject for a in ("-e", i)), "--", *GADGETD)
+
+
+def nth_call(log: Path, syscall: str, n: int) -> float:
+    """Timestamp of the n-th call of `syscall` in a -ttt log."""
+    times = [float(line.split()[0]) for line in log.read_text().splitlines()
+             if line.split()[1].startswith(f"{syscall}(")]
+    return times[n - 1]
+
+
+def gadget_pid(strace_pid: int, timeout=30.0) -> int:
+    """The traced gadgetd: strace's only child."""
+    deadline = time.monotonic() + timeout
+    path = Path(f"/proc/{strace_pid}/task/{strace_pid}/children")
+    while time.monotonic() < deadline:
+        children = path.read_text().split() if path.exists() else []
+        if children:
+            return int(children[0])
+        time.sleep(0.02)
+    raise AssertionError("strace started no gadgetd")
+
+
+def no_residue(spec) -> None:
+    assert configfs.leftovers(spec) == [], "configfs residue or stale mounts"
+    assert not configfs.gadget_dir(spec.name).exists()
+    assert all(ffs.mountpoints(name) == [] for name in spec.functions)
+
+
+def bring_up_steps(loopback_template, tmp_path) -> collections.Counter:
+    """How many times a plain bring-up makes each step's syscall (counted, not assumed)."""
+    log = tmp_path / "steps.strace"
+    d = RunningDaemon(loopback_template, command=traced(log=log))
+    d.wait_bound()
+    os.kill(gadget_pid(d.proc.pid), signal.SIGTERM)
+    d.proc.wait(60)
+    lines = log.read_text().splitlines()
+    first_bind = next(i for i, line in enumerate(lines) if '"dummy_udc' in line)
+    return collections.Counter(c for line in lines[:first_bind]
+                               if (c := line.split()[1].split("(")[0]) in STEPS)
+
+
+def test_sigkill_during_bring_up_does_not_block_the_next_start(daemon, loopback_template):
+    """Killed at its first mount, after the configfs tree was built: the ownership record taken
+    before the first mkdir lets the next start (no --replace, as the unit runs it) clean up."""
+    proc = subprocess.run(traced("inject=mount:signal=SIGKILL:when=1")
+                          + ("run", str(loopback_template)), capture_output=True, text=True,
+                          timeout=120)
+    spec = template.load(loopback_template)
+    assert proc.returncode != 0 and configfs.gadget_dir(spec.name).exists()
+    d = daemon()
+    assert LoopbackDriver(d.wait_bound()).loopback(b"after a crash") == b"after a crash"
+    assert f"removing gadget {spec.name} left by gadgetd pid" in d.stop_and_log()
+    no_residue(spec)
+
+
+def test_sigterm_after_each_bring_up_step_stops_within_10_s(loopback_template, tmp_path):
+    spec = template.load(loopback_template)
+    steps = bring_up_steps(loopback_template, tmp_path)
+    assert steps["mkdir"] + steps["mkdirat"] >= 5 and steps["mount"] >= 1, steps
+    took = {}
+    for syscall, n in ((s, i) for s, count in steps.items() for i in range(1, count + 1)):
+        log = tmp_path / f"{syscall}{n}.strace"
+        proc = subprocess.Popen(traced(f"inject={syscall}:signal=SIGTERM:when={n}", log=log)
+                                + ("run", str(loopback_template)), stderr=subprocess.PIPE,
+                                text=True)
+        _, stderr = proc.communicate(timeout=60)
+        ended = time.time()
+        took[f"{syscall}#{n}"] = round(ended - nth_call(log, syscall, n), 2)
+        assert proc.returncode == 0, f"{syscall} #{n}: {stderr}"
+        assert "Traceback" not in stderr
+        no_residue(spec)
+    print(f"\nSIGTERM during bring-up, seconds to exit: {took}")
+    assert max(took.values()) < 10, took
+
+
+@pytest.mark.parametrize("fault", [
+    "inject=mkdir:error=ENOSPC:when={n}", "inject=symlink:error=EROFS:when=1",
+    "inject=mount:error=EINVAL:when=1"])
+def test_bring_up_step_failing_leaves_nothing(loopback_template, tmp_path, fault):
+    spec = template.load(loopback_template)
+    steps = bring_up_steps(loopback_template, tmp_path) if "{n}" in fault else {"mkdir": 1}
+    for n in range(1, steps["mkdir"] + 1):
+        proc = subprocess.run(traced(fault.format(n=n)) + ("run", str(loopback_template)),
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode in (2, 3), f"{fault} #{n}: {proc.returncode} {proc.stderr}"
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("gadgetd: error:")]
+        assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
+        no_residue(spec)
+
+
+@pytest.mark.parametrize("error", ["EBUSY", "ENODEV"])
+def test_a_failing_bind_is_retried_on_a_timer(daemon, loopback_template, error):
+    """Three binds fail (ENODEV: the UDC vanished between resolve and bind); no uevent comes,
+    the timer retries at 0.5, 1 and 2 s and the fourth bind serves."""
+    spec = template.load(loopback_template)
+    udc_file = configfs.gadget_dir(spec.name) / "UDC"
+    d = daemon(loopback_template, command=traced(f"inject=write:error={error}:when=1..3",
+                                                 paths=[udc_file]))
+    dev = d.wait_bound(timeout=90)
+    assert LoopbackDriver(dev).loopback(b"bound at last") == b"bound at last"
+    os.kill(gadget_pid(d.proc.pid), signal.SIGTERM)
+    d.proc.wait(60)
+    log = d.read_log()
+    for delay in ("0.5", "1", "2"):
+        assert f"retrying in {delay} s" in log, log
+    assert "bound to dummy_udc.0" in log
+
+
+def test_two_daemons_racing_for_one_gadget(loopback_template):
+    spec = template.load(loopback_template)
+    racers = [subprocess.Popen([*GADGETD, "run", str(loopback_template)], stderr=subprocess.PIPE,
+                               text=True) for _ in range(2)]
+    deadline = time.monotonic() + 60
+    while all(r.poll() is None for r in racers):
+        assert time.monotonic() < deadline, "neither racer gave up"
+        time.sleep(0.05)
+    loser = next(r for r in racers if r.poll() is not None)
+    winner = next(r for r in racers if r is not loser)
+    assert loser.returncode == 3
+    assert f"owned by gadgetd pid {winner.pid}" in loser.stderr.read()
+    wait_for_device_of(spec)
+    proc = gadgetd("run", "--replace", loopback_template)  # even --replace deletes nothing
+    assert proc.returncode == 3 and f"owned by gadgetd pid {winner.pid}" in proc.stderr
+    assert LoopbackDriver(wait_for_device_of(spec)).loopback(b"still mine") == b"still mine"
+    winner.send_signal(signal.SIGTERM)
+    assert winner.wait(60) == 0
+    no_residue(spec)
+
+
+def wait_for_device_of(spec):
+    from gadgetd.host.device import DeviceSelector
+    return wait_for_device(DeviceSelector(spec.id_vendor, spec.id_product), 60)
+
+
+def test_a_reload_that_does_not_come_up_restores_the_gadget(daemon, loopback_template):
+    """The new template parses, but its mount point is a regular file: bring-up fails half-way
+    (configfs built), is undone, and the running template comes back."""
+    directory = Path("/run/gadgetd-test")
+    directory.mkdir(mode=0o755, exist_ok=True)
+    good = loopback_template.read_text()
+    path = directory / "reload.toml"
+    path.write_text(good)
+    blocker = Path("/run/gadgetd/ffs/blocker")
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("")
+    try:
+        d = daemon(path)
+        first = d.wait_bound()
+        path.write_text(good.replace("/run/gadgetd/ffs/loop0", str(blocker)))
+        os.kill(d.proc.pid, signal.SIGHUP)
+        dev = wait_for_device(d.selector, 90, gone_first=first)
+        assert LoopbackDriver(dev).loopback(b"restored") == b"restored"
+        assert d.proc.poll() is None, "the daemon exited"
+        assert runstate.read(d.spec.name)["functions"]["loop0"]["state"] == "ready"
+        log = d.stop_and_log()
+        restored = [line for line in log.splitlines() if "did not come up" in line]
+        assert len(restored) == 1 and str(blocker) in restored[0] and "restoring" in restored[0]
+    finally:
+        blocker.unlink()
+        path.unlink()
