@@ -113,3 +113,43 @@ def test_render_table_shows_hang_stack_and_verdict():
     assert "stack: functionfs_unbind+0x2b/0x70 [usb_f_fs]" in text
     assert "nonblock-once p50/p99/max 1.0/2.0/2.0 ms" in text
     assert text.splitlines()[-1].startswith("verdict: present")
+
+
+def test_an_unexpected_exception_is_inconclusive_never_bad(monkeypatch):
+    """A daemon stuck in the kernel makes subprocess raise TimeoutExpired: 125, with a report."""
+    import io
+    import json
+    import subprocess
+
+    from gadgetd.repro import runner
+
+    class StuckRig:
+        def __init__(self, *args):
+            pass
+
+        def choose_host(self):
+            pass
+
+        def cleanup(self):
+            pass
+
+    def stuck(rig, nonblock, duration):
+        raise subprocess.TimeoutExpired(["gadgetd", "run"], 60)
+
+    monkeypatch.setattr(runner, "environment_problem", lambda: None)
+    monkeypatch.setattr(runner, "Rig", StuckRig)
+    monkeypatch.setattr(runner, "ALL", {name: stuck for name in runner.ALL})
+    out = io.StringIO()
+    assert runner.run(True, list(runner.ALL), 1.0, True, None, out=out) == 125
+    report = json.loads(out.getvalue())
+    assert report["verdict"] == "inconclusive"
+    notes = [n for s in report["scenarios"].values() for n in s.get("notes", [])]
+    assert any("TimeoutExpired" in n for n in notes), report
+
+    def broken_host(self):
+        raise KeyError("host")
+
+    monkeypatch.setattr(StuckRig, "choose_host", broken_host)
+    out = io.StringIO()
+    assert runner.run(True, list(runner.ALL), 1.0, True, None, out=out) == 125
+    assert "KeyError" in json.loads(out.getvalue())["reason"]

@@ -2,7 +2,10 @@
 
 A scenario that leaves a task stuck in the kernel ends the run: later scenarios are reported as
 inconclusive (never absent), and the stuck gadget is left alone (touching its configfs tree would
-block on the same locks). Exit status: 0 absent, 1 present, 125 inconclusive or repro's own error.
+block on the same locks). Exit status: 0 absent, 1 present, 125 inconclusive or repro's own
+error. Any exception is repro's own error (a subprocess.TimeoutExpired from a daemon stuck in
+the kernel included): it makes the scenario, or the run, inconclusive and never exits 1, which
+`git bisect run` would read as "bad".
 """
 
 from __future__ import annotations
@@ -47,16 +50,16 @@ def run(nonblock: bool, names: list[str], duration: float, as_json: bool,
                     start = time.monotonic()
                     try:
                         results[name] = ALL[name](rig, nonblock, duration)
-                    except (GadgetdError, OSError, TimeoutError) as exc:
-                        # This scenario is inconclusive; the others still count.
-                        results[name] = rep.ScenarioResult(name, notes=[f"repro failed: {exc}"])
+                    except Exception as exc:  # this scenario is inconclusive; the others count
+                        results[name] = rep.ScenarioResult(name, notes=[
+                            f"repro failed: {_describe(exc)}"])
                         rig.cleanup()
                     results[name].seconds = round(time.monotonic() - start, 1)
                     stuck = results[name].hang is not None
                     print(f"repro: {name}: {results[name].verdict}", file=sys.stderr, flush=True)
                 write_record({"scenario": name, **results[name].as_dict()})
-        except (GadgetdError, OSError, TimeoutError) as exc:
-            error = f"repro could not run: {exc}"
+        except Exception as exc:
+            error = f"repro could not run: {_describe(exc)}"
         finally:
             if rig is not None and not stuck:
                 rig.cleanup()
@@ -65,3 +68,7 @@ def run(nonblock: bool, names: list[str], duration: float, as_json: bool,
     out.write((rep.dumps(report) if as_json else rep.render_table(report)) + "\n")
     out.flush()
     return rep.EXIT_STATUS[report["verdict"]]
+
+
+def _describe(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, GadgetdError) else f"{type(exc).__name__}: {exc}"

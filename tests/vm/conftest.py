@@ -34,9 +34,8 @@ def gadgetd(*args, **kw) -> subprocess.CompletedProcess:
 class RunningDaemon:
     """`gadgetd run TEMPLATE ARGS` started through gadgetd.strategy, its stderr kept."""
 
-    def __init__(self, template_path, *args, command=None):
-        self.strategy = GadgetStrategy(template_path, tuple(map(str, args)),
-                                       **({"command": command} if command else {}))
+    def __init__(self, template_path, *args):
+        self.strategy = GadgetStrategy(template_path, tuple(map(str, args)))
         self.spec = self.strategy.spec
         self.proc = self.strategy.start()
         self.selector = DeviceSelector(self.spec.id_vendor, self.spec.id_product)
@@ -73,8 +72,8 @@ def loopback_template() -> Path:
 def daemon(loopback_template):
     started = []
 
-    def start(template_path=loopback_template, *args, command=None):
-        d = RunningDaemon(template_path, *args, command=command)
+    def start(template_path=loopback_template, *args):
+        d = RunningDaemon(template_path, *args)
         started.append(d)
         return d
 

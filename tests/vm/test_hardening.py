@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from gadgetd import configfs, ffs, runstate, template
-from gadgetd.host.device import LoopbackDriver, wait_for_device
-from tests.vm.conftest import RunningDaemon, gadgetd
+from gadgetd.host.device import DeviceSelector, LoopbackDriver, wait_for_device
+from tests.vm.conftest import gadgetd
 
 pytestmark = pytest.mark.vm
 GADGETD = (sys.executable, "-m", "gadgetd")
@@ -60,10 +60,10 @@ def no_residue(spec) -> None:
 def bring_up_steps(loopback_template, tmp_path) -> collections.Counter:
     """How many times a plain bring-up makes each step's syscall (counted, not assumed)."""
     log = tmp_path / "steps.strace"
-    d = RunningDaemon(loopback_template, command=traced(log=log))
-    d.wait_bound()
-    os.kill(gadget_pid(d.proc.pid), signal.SIGTERM)
-    d.proc.wait(60)
+    tracer = subprocess.Popen(traced(log=log) + ("run", str(loopback_template)))
+    wait_for_device_of(template.load(loopback_template))
+    os.kill(gadget_pid(tracer.pid), signal.SIGTERM)
+    assert tracer.wait(60) == 0
     lines = log.read_text().splitlines()
     first_bind = next(i for i, line in enumerate(lines) if '"dummy_udc' in line)
     return collections.Counter(c for line in lines[:first_bind]
@@ -120,21 +120,25 @@ def test_bring_up_step_failing_leaves_nothing(loopback_template, tmp_path, fault
 
 
 @pytest.mark.parametrize("error", ["EBUSY", "ENODEV"])
-def test_a_failing_bind_is_retried_on_a_timer(daemon, loopback_template, error):
+def test_a_failing_bind_is_retried_on_a_timer(loopback_template, tmp_path, error):
     """Three binds fail (ENODEV: the UDC vanished between resolve and bind); no uevent comes,
     the timer retries at 0.5, 1 and 2 s and the fourth bind serves."""
     spec = template.load(loopback_template)
     udc_file = configfs.gadget_dir(spec.name) / "UDC"
-    d = daemon(loopback_template, command=traced(f"inject=write:error={error}:when=1..3",
-                                                 paths=[udc_file]))
-    dev = d.wait_bound(timeout=90)
-    assert LoopbackDriver(dev).loopback(b"bound at last") == b"bound at last"
-    os.kill(gadget_pid(d.proc.pid), signal.SIGTERM)
-    d.proc.wait(60)
-    log = d.read_log()
+    with open(tmp_path / "daemon.log", "w+") as out:
+        tracer = subprocess.Popen(traced(f"inject=write:error={error}:when=1..3",
+                                         paths=[udc_file]) + ("run", str(loopback_template)),
+                                  stderr=out)
+        dev = wait_for_device_of(spec)
+        assert LoopbackDriver(dev).loopback(b"bound at last") == b"bound at last"
+        os.kill(gadget_pid(tracer.pid), signal.SIGTERM)
+        assert tracer.wait(60) == 0
+        out.seek(0)
+        log = out.read()
     for delay in ("0.5", "1", "2"):
         assert f"retrying in {delay} s" in log, log
     assert "bound to dummy_udc.0" in log
+    no_residue(spec)
 
 
 def test_two_daemons_racing_for_one_gadget(loopback_template):
@@ -159,8 +163,7 @@ def test_two_daemons_racing_for_one_gadget(loopback_template):
 
 
 def wait_for_device_of(spec):
-    from gadgetd.host.device import DeviceSelector
-    return wait_for_device(DeviceSelector(spec.id_vendor, spec.id_product), 60)
+    return wait_for_device(DeviceSelector(spec.id_vendor, spec.id_product), 90)
 
 
 def test_a_reload_that_does_not_come_up_restores_the_gadget(daemon, loopback_template):
@@ -189,3 +192,57 @@ def test_a_reload_that_does_not_come_up_restores_the_gadget(daemon, loopback_tem
     finally:
         blocker.unlink()
         path.unlink()
+
+
+@pytest.fixture
+def freezer(tmp_path):
+    """A cgroup v1 freezer: a frozen task sleeps in the kernel (state D) and SIGKILL does not
+    end it until thawed, the shape of a worker stuck in f_fs."""
+    root = tmp_path / "freezer"
+    root.mkdir()
+    subprocess.run(["mount", "-t", "cgroup", "-o", "freezer", "freezer", str(root)], check=True)
+    group = root / "stuck"
+    group.mkdir()
+    yield group
+    (group / "freezer.state").write_text("THAWED")
+    deadline = time.monotonic() + 30
+    while (group / "cgroup.procs").read_text().strip() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    group.rmdir()
+    subprocess.run(["umount", str(root)], check=True)
+
+
+def test_a_worker_stuck_in_the_kernel_is_reported_and_the_loop_goes_on(daemon, freezer,
+                                                                      tmp_path):
+    d = daemon()
+    d.wait_bound()
+    worker = runstate.read(d.spec.name)["functions"]["loop0"]["pid"]
+    (freezer / "cgroup.procs").write_text(str(worker))
+    (freezer / "freezer.state").write_text("FROZEN")
+    start = time.monotonic()
+    while True:  # silent for 10 s -> SIGKILL -> still there 5 s later -> stuck
+        state = runstate.read(d.spec.name)["functions"]["loop0"]
+        if state["state"] == "stuck" and state["pid"] == worker:
+            break
+        assert time.monotonic() - start < 60, f"never reported stuck: {state}"
+        time.sleep(0.5)
+    assert state["stack"].startswith("state D:"), state["stack"]
+    before = os.stat(runstate.path(d.spec.name)).st_mtime
+    time.sleep(3)
+    assert os.stat(runstate.path(d.spec.name)).st_mtime > before, "the loop stopped ticking"
+    assert d.proc.poll() is None
+    assert d.stop() != 0  # teardown could not reap it, so the mount stays: said, not hidden
+    assert f"worker {worker} (loop0) could not be reaped" in d.stderr
+    assert "is stuck in the kernel" in d.stderr
+    (freezer / "freezer.state").write_text("THAWED")
+    deadline = time.monotonic() + 30
+    while _alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert gadgetd("down", d.spec.name).returncode == 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

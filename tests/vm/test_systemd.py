@@ -1,7 +1,8 @@
 """gadgetd@.service under the machine's real systemd, booted as init in the VM
-(`gadgetd-hil vm --systemd`): READY=1 once bound, STATUS= lines, the watchdog restarting a stuck
-event loop, reload, stop leaving nothing behind, a start that waits for a late UDC, and the
-instance started by usb-gadget.target when a UDC appears."""
+(`gadgetd-hil vm --systemd`): READY=1 once bound, STATUS= lines, a stuck worker recovered by the
+supervisor, the watchdog restarting a stuck supervisor, reload, stop leaving nothing behind, a
+start that waits for a late UDC, and the instance started by usb-gadget.target when a UDC
+appears."""
 
 from __future__ import annotations
 
@@ -64,18 +65,36 @@ def test_start_is_ready_once_bound(installed):
     assert show("StatusText").startswith(("bound to", "dummy_udc.0:"))
     assert runstate.read(NAME)["bound"] == "dummy_udc.0"
     _loopback(installed)
-    journal = subprocess.run(["journalctl", "-u", UNIT, "-o", "cat"], capture_output=True,
-                             text=True, check=False).stdout
+    journal = _journal()
     assert "bound to dummy_udc.0" in journal
     assert not any(line[:4].isdigit() for line in journal.splitlines()), \
         "no timestamps of our own under systemd"
 
 
-def test_watchdog_restarts_a_stuck_event_loop(installed):
+def _journal() -> str:
+    return subprocess.run(["journalctl", "-u", UNIT, "-o", "cat"], capture_output=True,
+                          text=True, check=False).stdout
+
+
+def test_a_stuck_worker_is_recovered_by_the_supervisor(installed):
+    """The worker's loop stops (SIGSTOP): the supervisor restarts it itself, the watchdog is
+    fed meanwhile and systemd restarts nothing."""
     restarts = int(show("NRestarts"))
     old = DeviceSelector(installed.id_vendor, installed.id_product).find()
     worker = runstate.read(NAME)["functions"]["loop0"]["pid"]
-    os.kill(worker, signal.SIGSTOP)  # the worker's loop stops: its heartbeats stop
+    os.kill(worker, signal.SIGSTOP)
+    start = time.monotonic()
+    _loopback(installed, gone_first=old)
+    print(f"\nstuck worker to working loopback in {time.monotonic() - start:.1f} s")
+    assert int(show("NRestarts")) == restarts and show("ActiveState") == "active"
+    assert runstate.read(NAME)["recovery_count"] == 1
+    assert "silent for" in _journal()
+
+
+def test_watchdog_restarts_a_stuck_supervisor(installed):
+    restarts = int(show("NRestarts"))
+    old = DeviceSelector(installed.id_vendor, installed.id_product).find()
+    os.kill(int(show("MainPID")), signal.SIGSTOP)  # the supervisor's loop stops: no pings
     start = time.monotonic()
     deadline = start + 120
     while int(show("NRestarts")) == restarts and time.monotonic() < deadline:
@@ -84,10 +103,8 @@ def test_watchdog_restarts_a_stuck_event_loop(installed):
     while show("ActiveState") != "active" and time.monotonic() < deadline:
         time.sleep(0.5)
     _loopback(installed, gone_first=old)
-    print(f"\nwatchdog: stuck loop to working loopback in {time.monotonic() - start:.1f} s")
-    journal = subprocess.run(["journalctl", "-u", UNIT, "-o", "cat"], capture_output=True,
-                             text=True, check=False).stdout
-    assert "Watchdog timeout" in journal or "watchdog" in show("Result") + journal
+    print(f"\nwatchdog: stuck supervisor to working loopback in {time.monotonic() - start:.1f} s")
+    assert "Watchdog timeout" in _journal() or "watchdog" in show("Result")
 
 
 def test_reload_reenumerates(installed):
