@@ -50,9 +50,14 @@ def _language(table: Table, lang: str) -> int:
     return int(lang, 16)
 
 
+def is_name(value: str) -> bool:
+    """A valid gadget, function or configuration name (a file name: no `/`, nothing else odd)."""
+    return _NAME_RE.fullmatch(value) is not None
+
+
 def _name(table: Table, name: str, what: str, value=None) -> str:
     value = table.get(name, str) if value is None else value
-    if not _NAME_RE.match(value):
+    if not is_name(value):
         raise table.error(name, f"{what} must be 1-40 characters of A-Z a-z 0-9 _ . -", value)
     return value
 

@@ -104,6 +104,9 @@ def test_string_too_long(loopback_text):
 
 def test_bad_names_and_paths(loopback_text):
     assert "a gadget name" in refused(loopback_text.replace('"gadgetd-loopback"', '"a/b"'))
+    # `$` also matches before a final newline: the name would have been "gadgetd-loopback\n".
+    assert "a gadget name" in refused(loopback_text.replace('"gadgetd-loopback"',
+                                                            '"gadgetd-loopback\\n"'))
 
 
 @pytest.mark.parametrize("mountpoint, problem", [
