@@ -78,7 +78,7 @@ def test_venv_owned_by_another_user_refused(venv):
         os.chown(venv / "bin" / "python", uid, uid)
     with pytest.raises(GadgetdError, match=f"refusing a unit that runs {venv}/bin/python as "
                                            f"root: {venv}/bin/python belongs to uid {uid}, "):
-        check_runs_as_root(_paths(venv))
+        check_runs_as_root([venv / "bin" / "python", venv])
 
 
 @as_root
