@@ -11,7 +11,7 @@ from pathlib import Path
 _libc = ctypes.CDLL(None, use_errno=True)  # libc is already loaded; find_library would run ldconfig
 MNT_DETACH = 2
 UMOUNT_NOFOLLOW = 8
-SYS_OPENAT2 = 437  # the same number on x86_64, arm and aarch64 (and every newer table)
+SYS_OPENAT2 = 437  # the unified number: the same on x86_64, arm and aarch64
 
 
 class _OpenHow(ctypes.Structure):

@@ -28,8 +28,11 @@ def read(path: Path) -> str:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise TemplateError(source, "(file)", f"refused: {path} is not a regular file")
-        problem = trusted.problem(Path(os.readlink(f"/proc/self/fd/{fd}")), st,
-                                  (0, os.geteuid()))
+        try:
+            opened = Path(os.readlink(f"/proc/self/fd/{fd}"))  # where it is, symlinks resolved
+        except OSError as exc:
+            raise TemplateError(source, "(file)", f"cannot check where it is: {exc}") from None
+        problem = trusted.problem(opened, st, (0, os.geteuid()))
         if problem:
             raise TemplateError(source, "(file)", f"refused: {problem}")
         try:
