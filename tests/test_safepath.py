@@ -149,7 +149,8 @@ def _can_unshare() -> bool:
 @pytest.mark.skipif(not _can_unshare(), reason="needs root and a mount namespace (unshare -m)")
 def test_mount_and_umount_through_descriptors_in_a_mount_namespace(tree):
     proc = subprocess.run(["unshare", "-m", "--propagation", "private", sys.executable, "-c",
-                           MECHANISM, str(tree)], capture_output=True, text=True, check=False)
+                           MECHANISM, str(tree)], capture_output=True, text=True, check=False,
+                          cwd=Path(__file__).resolve().parents[1])
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [
         "through the link: symlink refused: mount points are reached without following symlinks",
