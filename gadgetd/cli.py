@@ -9,7 +9,7 @@ import sys
 import click
 
 from gadgetd import __version__, template, templates
-from gadgetd.errors import GadgetdError, TemplateError
+from gadgetd.errors import GadgetdError
 from gadgetd.model import BLOCKING, NONBLOCK
 
 
@@ -74,13 +74,11 @@ def run(template_path, udc, nonblock, no_disconnect, replace, wait_for_udc):
     """
     from pathlib import Path
 
-    from gadgetd.supervisor import Supervisor, template_is_safe
+    from gadgetd import template_file
+    from gadgetd.supervisor import Supervisor
 
-    def load():
-        problem = template_is_safe(Path(template_path))
-        if problem:
-            raise TemplateError(template_path, "(file)", f"refused: {problem}")
-        return template.load(template_path).with_overrides(
+    def load():  # at start and on SIGHUP
+        return template_file.load(Path(template_path)).with_overrides(
             udc=udc, no_disconnect=no_disconnect,
             ep0_open=None if nonblock is None else NONBLOCK if nonblock else BLOCKING)
 

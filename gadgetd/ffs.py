@@ -6,6 +6,7 @@ Policy (retry, backoff, deadlines) comes from open_policy; this module only touc
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import signal
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import functionfs
 
-from gadgetd import syscalls, wire
+from gadgetd import safepath, syscalls, wire
 from gadgetd.model import FunctionSpec
 from gadgetd.open_policy import DeadlineExceeded, Ep0OpenPolicy, RetryStats, call_with_retry
 from gadgetd.undo import UndoLog
@@ -32,11 +33,18 @@ def mountpoints(instance: str) -> list[Path]:
 
 
 def mount(fn: FunctionSpec, undo: UndoLog) -> None:
-    if not fn.mountpoint.is_dir():
-        fn.mountpoint.mkdir(parents=True)
-        undo.push(f"rmdir {fn.mountpoint}", lambda: os.rmdir(fn.mountpoint))
-    syscalls.mount(fn.name, fn.mountpoint, "functionfs", fn.mount.as_option_string())
-    undo.push(f"umount {fn.mountpoint}", lambda: syscalls.umount(fn.mountpoint))
+    """Mount the instance on its mount point, made if missing; neither followed through a
+    symlink (gadgetd.safepath). Only the directories made here are removed at teardown."""
+    created: list[Path] = []
+    try:
+        with safepath.directory(fn.mountpoint, created) as fd:
+            syscalls.mount(fn.name, safepath.fd_path(fd), "functionfs",
+                           fn.mount.as_option_string(), shown=fn.mountpoint)
+    finally:
+        for made in created:  # undone deepest first
+            undo.push(f"rmdir {made}",
+                      functools.partial(safepath.rmdir, made, shared=made != fn.mountpoint))
+    undo.push(f"umount {fn.mountpoint}", lambda: safepath.umount(fn.mountpoint))
 
 
 def holders(mountpoint: Path) -> list[int]:
@@ -61,9 +69,9 @@ def unmount(mountpoint: Path, grace: float = 5.0) -> None:
     if pids:
         raise OSError(errno.EBUSY, f"still held open by pid {', '.join(map(str, pids))}",
                       str(mountpoint))
-    syscalls.umount(mountpoint)
+    safepath.umount(mountpoint)
     try:
-        os.rmdir(mountpoint)
+        safepath.rmdir(mountpoint)
     except OSError:
         pass
 

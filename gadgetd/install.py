@@ -5,7 +5,9 @@ template others can write), the unit to /etc/systemd/system/gadgetd@.service wit
 gadgetd path, and gadgetd@NAME is enabled. The workers' default user, gadgetd, comes from
 /etc/sysusers.d/gadgetd.conf (gadgetd/systemd/gadgetd.sysusers), applied with systemd-sysusers
 (a no-op when the user exists). `root` stages everything under another directory (an image being
-built) and then skips systemctl and systemd-sysusers.
+built) and then skips systemctl and systemd-sysusers. The unit runs this install's gadgetd as
+root, so it is refused when a user other than root could change that gadgetd, its interpreter or
+its venv.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
+from collections.abc import Iterable
 from pathlib import Path
 
-from gadgetd import template
-from gadgetd.errors import SetupError
-from gadgetd.service import SYSUSERS_FILE, render_unit
+from gadgetd import template, trusted
+from gadgetd.errors import GadgetdError, SetupError
+from gadgetd.service import SYSUSERS_FILE, gadgetd_path, render_unit
 
 CONFIG_DIR = Path("etc/gadgetd")
 UNIT_DIR = Path("etc/systemd/system")
@@ -39,10 +43,28 @@ def _systemctl(*args: str) -> None:
     _run("systemctl", *args)
 
 
+def check_name(name: str) -> None:
+    if not template.is_name(name):
+        raise GadgetdError(f"name {name!r}: must be 1-40 characters of A-Z a-z 0-9 _ . - "
+                           "(as a gadget name)")
+
+
+def check_runs_as_root(paths: Iterable[Path]) -> None:
+    """Refuse paths the unit would run as root that another user could change: owned by one,
+    writable by group or others, or under a directory that is (gadgetd.trusted, root only)."""
+    for path in paths:
+        problem = trusted.path_problem(path, owners=(0,))
+        if problem:
+            raise GadgetdError(f"refusing a unit that runs {path} as root: {problem}")
+
+
 def install(template_path: Path, name: str | None = None, root: Path = Path("/"),
             start: bool = False) -> list[str]:
     spec = template.load(template_path)  # refuse an invalid template before copying it
-    name = name or spec.name
+    name = spec.name if name is None else name
+    check_name(name)
+    executable = gadgetd_path()
+    check_runs_as_root([Path(executable), Path(sys.executable), Path(sys.prefix)])
     done = []
     config = root / CONFIG_DIR / f"{name}.toml"
     config.parent.mkdir(parents=True, exist_ok=True)
@@ -51,7 +73,7 @@ def install(template_path: Path, name: str | None = None, root: Path = Path("/")
     done.append(f"installed {config}")
     unit = root / UNIT_DIR / UNIT_NAME
     unit.parent.mkdir(parents=True, exist_ok=True)
-    unit.write_text(render_unit())
+    unit.write_text(render_unit(executable))
     done.append(f"installed {unit}")
     sysusers = root / SYSUSERS_CONF
     sysusers.parent.mkdir(parents=True, exist_ok=True)
@@ -70,6 +92,7 @@ def install(template_path: Path, name: str | None = None, root: Path = Path("/")
 
 
 def uninstall(name: str, root: Path = Path("/")) -> list[str]:
+    check_name(name)
     done = []
     if root == Path("/"):
         _systemctl("disable", "--now", f"gadgetd@{name}.service")

@@ -21,7 +21,6 @@ import select
 import signal
 import time
 from dataclasses import replace
-from pathlib import Path
 
 from gadgetd import configfs, controllers, ffs, leftovers, runstate, udc, worker
 from gadgetd.errors import GadgetdError, SetupError, TemplateError
@@ -401,12 +400,3 @@ def function_state(slot) -> dict:
             "ready": bool(w and w.ready), "state": "stuck" if w and w.stuck else slot.state,
             "stack": w.stuck if w else None, "last_error": slot.last_error}
 
-
-def template_is_safe(path: Path) -> str | None:
-    """A problem if the template could have been written by someone other than its reader."""
-    st = path.stat()
-    if st.st_mode & 0o002:
-        return f"{path} is writable by others (mode {st.st_mode & 0o777:o})"
-    if st.st_uid not in (0, os.geteuid()):
-        return f"{path} belongs to uid {st.st_uid}, not root"
-    return None

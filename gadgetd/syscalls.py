@@ -1,6 +1,6 @@
 """The syscalls gadgetd makes on configfs, sysfs and mounts: one-write(2) attribute writes,
-attribute reads, mount(2), umount2(2), the mount table and /proc/PID/stat. Nothing else writes
-those paths."""
+attribute reads, mount(2), umount2(2), openat2(2), the mount table and /proc/PID/stat. Nothing
+else writes those paths."""
 
 from __future__ import annotations
 
@@ -10,6 +10,13 @@ from pathlib import Path
 
 _libc = ctypes.CDLL(None, use_errno=True)  # libc is already loaded; find_library would run ldconfig
 MNT_DETACH = 2
+UMOUNT_NOFOLLOW = 8
+SYS_OPENAT2 = 437  # the unified number: the same on x86_64, arm and aarch64
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                ("resolve", ctypes.c_uint64)]
 
 
 def write_attr(path: Path, value: str | int) -> None:
@@ -26,18 +33,32 @@ def read_attr(path: Path) -> str:
         return f.read().decode(errors="replace").strip()
 
 
-def mount(source: str, target: Path, fstype: str, options: str = "") -> None:
+def openat2(dir_fd: int, path: str, flags: int, resolve: int) -> int:
+    how = _OpenHow(flags, 0, resolve)
+    fd = _libc.syscall(ctypes.c_long(SYS_OPENAT2), ctypes.c_int(dir_fd), path.encode(),
+                       ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), path)
+    return fd
+
+
+def mount(source: str, target: Path | str, fstype: str, options: str = "",
+          shown: Path | None = None) -> None:
+    """mount(2) on `target`; errors name `shown` instead when given (for /proc/self/fd/N)."""
     if _libc.mount(source.encode(), str(target).encode(), fstype.encode(), 0,
                    options.encode() or None) != 0:
         err = ctypes.get_errno()
-        raise OSError(err, f"mount -t {fstype} {source} {target} -o {options}: "
+        raise OSError(err, f"mount -t {fstype} {source} {shown or target} -o {options}: "
                            f"{os.strerror(err)}")
 
 
-def umount(target: Path, lazy: bool = False) -> None:
-    if _libc.umount2(str(target).encode(), MNT_DETACH if lazy else 0) != 0:
+def umount(target: Path | str, lazy: bool = False, nofollow: bool = False,
+           shown: Path | None = None) -> None:
+    flags = (MNT_DETACH if lazy else 0) | (UMOUNT_NOFOLLOW if nofollow else 0)
+    if _libc.umount2(str(target).encode(), flags) != 0:
         err = ctypes.get_errno()
-        raise OSError(err, f"umount {target}: {os.strerror(err)}")
+        raise OSError(err, f"umount {shown or target}: {os.strerror(err)}")
 
 
 def proc_stat(pid: int) -> list[bytes]:

@@ -35,6 +35,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,39}$")
 _LANG_RE = re.compile(r"^0x[0-9a-fA-F]{1,4}$")
 _GADGET_STRING_KEYS = ("manufacturer", "product", "serialnumber")
 _BCD_USB = (0x0110, 0x0200, 0x0201, 0x0210, 0x0300, 0x0310, 0x0320)
+FFS_ROOT = "/run/gadgetd/ffs"  # every FunctionFS mount point is below it
 
 
 def _string(table: Table, name: str, default=NO_VALUE) -> str:
@@ -50,9 +51,14 @@ def _language(table: Table, lang: str) -> int:
     return int(lang, 16)
 
 
+def is_name(value: str) -> bool:
+    """A valid gadget, function or configuration name (a file name: no `/`, nothing else odd)."""
+    return _NAME_RE.fullmatch(value) is not None
+
+
 def _name(table: Table, name: str, what: str, value=None) -> str:
     value = table.get(name, str) if value is None else value
-    if not _NAME_RE.match(value):
+    if not is_name(value):
         raise table.error(name, f"{what} must be 1-40 characters of A-Z a-z 0-9 _ . -", value)
     return value
 
@@ -100,6 +106,18 @@ def _endpoint(table: Table) -> Endpoint:
     return ep
 
 
+def _mountpoint(table: Table) -> str:
+    """A directory below FFS_ROOT, spelled plainly: the root daemon creates and mounts on it."""
+    value = table.get("mountpoint", str)
+    if not value.startswith(FFS_ROOT + "/"):
+        raise table.error("mountpoint", f"must be a directory under {FFS_ROOT}/", value)
+    if any(part in ("", ".", "..") or "\0" in part
+           for part in value[len(FFS_ROOT) + 1:].split("/")):
+        raise table.error("mountpoint", "must not have empty, '.' or '..' components or NULs",
+                          value)
+    return value
+
+
 def _function(table: Table, name: str) -> FunctionSpec:
     _name(table, name, "a FunctionFS instance name", value=name)
     type_name = table.get("type", str)
@@ -107,9 +125,7 @@ def _function(table: Table, name: str) -> FunctionSpec:
         ftype = registry.get(type_name)
     except registry.RegistryError as exc:
         raise table.error("type", str(exc), type_name) from None
-    mountpoint = table.get("mountpoint", str)
-    if not mountpoint.startswith("/"):
-        raise table.error("mountpoint", "must be an absolute path", mountpoint)
+    mountpoint = _mountpoint(table)
     mount_t = table.table("mount", required=False)
     mount = MountOptions()
     if mount_t is not None:

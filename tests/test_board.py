@@ -1,5 +1,7 @@
 """--board URL parsing: the ssh command line the HIL suite runs on the board."""
 
+import os
+
 import pytest
 
 from gadgetd.host.board import BoardError, SshBoard
@@ -23,3 +25,19 @@ def test_other_user_goes_through_sudo():
 def test_bad_url_refused(url):
     with pytest.raises(BoardError, match="expected ssh://USER@HOST"):
         SshBoard("g", url)
+
+
+@pytest.fixture
+def fake_ssh(tmp_path, monkeypatch):
+    """An `ssh` first on PATH that prints its arguments, one a line."""
+    ssh = tmp_path / "ssh"
+    ssh.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    ssh.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+
+
+@pytest.mark.parametrize("url, target, remote", [
+    ("ssh://root@pi.local", "root@pi.local", "sh -c true"),
+    ("ssh://-oProxyCommand=id", "-oproxycommand=id", "sudo -n sh -c true")])
+def test_the_target_is_never_an_ssh_option(fake_ssh, url, target, remote):
+    assert SshBoard("g", url).sh("true").splitlines()[-3:] == ["--", target, remote]

@@ -86,7 +86,7 @@ def test_bad_toml():
 
 
 def test_function_not_linked(loopback_text):
-    text = loopback_text + ('\n[function.spare]\ntype = "loopback"\nmountpoint = "/run/x"\n'
+    text = loopback_text + ('\n[function.spare]\ntype = "loopback"\nmountpoint = "/run/gadgetd/ffs/x"\n'
                             '[function.spare.interface]\n[[function.spare.endpoint]]\ndirection = "in"\n'
                             '[[function.spare.endpoint]]\ndirection = "out"\n')
     assert "function.spare: not linked" in refused(text)
@@ -104,7 +104,34 @@ def test_string_too_long(loopback_text):
 
 def test_bad_names_and_paths(loopback_text):
     assert "a gadget name" in refused(loopback_text.replace('"gadgetd-loopback"', '"a/b"'))
-    assert "absolute path" in refused(loopback_text.replace('"/run/gadgetd/ffs/loop0"', '"rel"'))
+    # `$` also matches before a final newline: the name would have been "gadgetd-loopback\n".
+    assert "a gadget name" in refused(loopback_text.replace('"gadgetd-loopback"',
+                                                            '"gadgetd-loopback\\n"'))
+
+
+@pytest.mark.parametrize("mountpoint, problem", [
+    ("rel", "must be a directory under /run/gadgetd/ffs/"),
+    ("/run/x", "must be a directory under /run/gadgetd/ffs/"),
+    ("/etc", "must be a directory under /run/gadgetd/ffs/"),
+    ("/run/gadgetd/ffs", "must be a directory under /run/gadgetd/ffs/"),
+    ("/run/gadgetd/ffsx/loop0", "must be a directory under /run/gadgetd/ffs/"),
+    ("/run/gadgetd/ffs/", "must not have empty, '.' or '..' components or NULs"),
+    ("/run/gadgetd/ffs/../../../etc", "must not have empty, '.' or '..' components or NULs"),
+    ("/run/gadgetd/ffs/a/../b", "must not have empty, '.' or '..' components or NULs"),
+    ("/run/gadgetd/ffs/./loop0", "must not have empty, '.' or '..' components or NULs"),
+    ("/run/gadgetd/ffs//loop0", "must not have empty, '.' or '..' components or NULs"),
+    ("/run/gadgetd/ffs/loop0/", "must not have empty, '.' or '..' components or NULs"),
+    ("/run/gadgetd/ffs/lo\\u0000op", "must not have empty, '.' or '..' components or NULs"),
+])
+def test_mountpoint_outside_the_ffs_root_refused(loopback_text, mountpoint, problem):
+    msg = refused(loopback_text.replace('"/run/gadgetd/ffs/loop0"', f'"{mountpoint}"'))
+    assert msg.startswith("t.toml: function.loop0.mountpoint = ") and msg.endswith(problem)
+
+
+@pytest.mark.parametrize("mountpoint", ["/run/gadgetd/ffs/loop0", "/run/gadgetd/ffs/a/b.c/x-1"])
+def test_mountpoint_below_the_ffs_root(loopback_text, mountpoint):
+    spec = parse(loopback_text.replace('"/run/gadgetd/ffs/loop0"', f'"{mountpoint}"'))
+    assert str(spec.functions["loop0"].mountpoint) == mountpoint
 
 
 def test_max_power_zero_needs_self_powered(loopback_text):
@@ -199,3 +226,13 @@ def test_allow_root_must_be_a_bool(loopback_text):
     assert msg == "t.toml: function.loop0.allow_root = 1: must be true or false"
     msg = refused(loopback_text.replace('user = "gadgetd"', 'allow_root = "yes"'))
     assert msg == "t.toml: function.loop0.allow_root = 'yes': must be true or false"
+
+
+def test_check_command_refuses_a_mountpoint_outside_the_ffs_root(tmp_path, loopback_text):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(loopback_text.replace('"/run/gadgetd/ffs/loop0"', '"/etc"'))
+    proc = subprocess.run([sys.executable, "-m", "gadgetd", "check", str(bad)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr == (f"gadgetd: error: {bad}: function.loop0.mountpoint = '/etc': "
+                           "must be a directory under /run/gadgetd/ffs/\n")

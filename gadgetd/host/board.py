@@ -74,8 +74,9 @@ class SshBoard(Board):
 
     def sh(self, command: str) -> str:
         remote = f"{self.sudo}sh -c {shlex.quote(command)}"
-        proc = subprocess.run(["ssh", *self.options, self.target, remote], capture_output=True,
-                              text=True, check=False, timeout=60)
+        # `--`: a target beginning with `-` (ssh://-oProxyCommand=...) is a host, not an option.
+        proc = subprocess.run(["ssh", *self.options, "--", self.target, remote],
+                              capture_output=True, text=True, check=False, timeout=60)
         if proc.returncode != 0:
             raise BoardError(f"ssh {self.target} {command}: {proc.stderr.strip()}")
         return proc.stdout

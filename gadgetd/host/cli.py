@@ -187,6 +187,9 @@ def udev_rule(device, serial, group):
     from gadgetd.host.device import DeviceSelector
     from gadgetd.host.device import udev_rule as rule
 
-    click.echo(rule(DeviceSelector.parse(device, serial), group), nl=False)
+    try:
+        click.echo(rule(DeviceSelector.parse(device, serial), group), nl=False)
+    except GadgetdError as exc:
+        _fail(exc)
 if __name__ == "__main__":
     main()

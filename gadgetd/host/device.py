@@ -7,6 +7,7 @@ talk to it (driver); the HIL fixtures and repro's host driver combine them.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ import pyudev
 import usb.core
 import usb.util
 
+from gadgetd.errors import GadgetdError
 from gadgetd.protocol import LOOPBACK_ECHO_IN as ECHO_IN
 from gadgetd.protocol import LOOPBACK_ECHO_OUT as ECHO_OUT
 from gadgetd.protocol import LOOPBACK_STATUS as STATUS
@@ -204,8 +206,23 @@ def port_disable_file(dev: usb.core.Device) -> Path:
     raise FileNotFoundError(f"no port disable attribute for {name}")
 
 
+_GROUP_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+_SERIAL_NOT = '"\\,=*?['  # a rule's quoting and separators, and udev's glob characters
+
+
+def _check_rule_values(serial: str | None, group: str) -> None:
+    """Values going into a rule line are plain: no quote, separator, glob or newline."""
+    if serial and not (len(serial) <= 126 and all(" " <= c <= "~" and c not in _SERIAL_NOT
+                                                  for c in serial)):
+        raise GadgetdError(f"serial {serial!r}: must be at most 126 printable ASCII characters "
+                           f"without any of {_SERIAL_NOT}")
+    if not _GROUP_RE.fullmatch(group):
+        raise GadgetdError(f"group {group!r}: not a group name ({_GROUP_RE.pattern})")
+
+
 def udev_rule(selector: DeviceSelector, group: str = "plugdev") -> str:
     """A udev rule giving the logged-in user (uaccess) and `group` access to the device."""
+    _check_rule_values(selector.serial, group)
     serial = f', ATTR{{serial}}=="{selector.serial}"' if selector.serial else ""
     return (f"# gadgetd: non-root access to {selector} for pyusb and the HIL suite\n"
             f'SUBSYSTEM=="usb", ENV{{DEVTYPE}}=="usb_device", '

@@ -93,11 +93,15 @@ def test_unknown_udc_touches_nothing(loopback_template):
 
 def test_failure_half_way_is_undone(tmp_path, loopback_template):
     """The mount point is a regular file: mount fails after the configfs tree was built."""
-    blocker = tmp_path / "not-a-dir"
+    blocker = Path("/run/gadgetd/ffs/not-a-dir")
+    blocker.parent.mkdir(parents=True, exist_ok=True)
     blocker.write_text("")
     t = tmp_path / "t.toml"
     t.write_text(loopback_template.read_text().replace("/run/gadgetd/ffs/loop0", str(blocker)))
-    proc = gadgetd("run", t)
+    try:
+        proc = gadgetd("run", t)
+    finally:
+        blocker.unlink()
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     spec = template.load(t)

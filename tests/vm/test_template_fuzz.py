@@ -82,11 +82,14 @@ def templates(draw):
         elif action == "endpoints" and isinstance(fn := doc.get("function"), dict) and \
                 isinstance(fn.get("loop0"), dict):
             fn["loop0"]["endpoint"] = draw(st.lists(endpoint, max_size=20))
-    # Never let fuzzed FunctionFS mounts land on the machine's own directories.
+    # Never let fuzzed FunctionFS mounts land on the machine's own directories: the others drawn
+    # here are outside /run/gadgetd/ffs/ or not plainly spelled, so the parser refuses them.
     for fn in doc.get("function", {}).values() if isinstance(doc.get("function"), dict) else ():
         if isinstance(fn, dict) and isinstance(fn.get("mountpoint"), str) and \
                 fn["mountpoint"] not in ("/run/gadgetd/ffs/fz", "/run/gadgetd/ffs/loop0"):
-            fn["mountpoint"] = draw(st.sampled_from(["/run/gadgetd/ffs/fz", "relative", "/"]))
+            fn["mountpoint"] = draw(st.sampled_from(["/run/gadgetd/ffs/fz", "relative", "/",
+                                                     "/run/gadgetd/ffs", "/run/gadgetd/ffs/../fz",
+                                                     "/tmp/fz"]))
     return tomli_w.dumps(doc)
 
 
