@@ -34,10 +34,14 @@ def mountpoints(instance: str) -> list[Path]:
 
 def mount(fn: FunctionSpec, undo: UndoLog) -> None:
     """Mount the instance on its mount point, made if missing; neither followed through a
-    symlink (gadgetd.safepath). Only the directories made here are removed at teardown."""
+    symlink (gadgetd.safepath). The directories made here are removed at teardown, and so is
+    the mount point itself when an earlier run (a crash) left it: it is the function's own
+    directory in gadgetd's tree, and would be residue."""
     created: list[Path] = []
     try:
         with safepath.directory(fn.mountpoint, created) as fd:
+            if fn.mountpoint not in created:
+                created.append(fn.mountpoint)
             syscalls.mount(fn.name, safepath.fd_path(fd), "functionfs",
                            fn.mount.as_option_string(), shown=fn.mountpoint)
     finally:
