@@ -27,6 +27,7 @@ from gadgetd.service import SYSUSERS_FILE
 
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
+PR_SET_NO_NEW_PRIVS = 38
 STATUS_INTERVAL = 1.0
 
 
@@ -53,6 +54,13 @@ def drop_privileges(fn: FunctionSpec) -> None:
     os.setgroups(os.getgrouplist(entry.pw_name, entry.pw_gid))
     os.setgid(entry.pw_gid)
     os.setuid(entry.pw_uid)
+
+
+def _no_new_privileges() -> None:
+    """Nothing the worker executes can gain privileges (setuid binaries, file capabilities),
+    under systemd (NoNewPrivileges=) or not."""
+    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
 
 
 def _die_with_parent(parent: int) -> None:
@@ -100,6 +108,7 @@ def run(fn: FunctionSpec, sock: socket.socket, parent: int) -> None:
         # Everything the worker imports is imported while still root: the unprivileged user
         # may not be able to read the interpreter's own library directory.
         cls = registry.server_class(registry.get(fn.type))
+        _no_new_privileges()
         drop_privileges(fn)
         _die_with_parent(parent)
         status = serve(fn, cls, sock)

@@ -153,3 +153,20 @@ def test_an_unexpected_exception_is_inconclusive_never_bad(monkeypatch):
     out = io.StringIO()
     assert runner.run(True, list(runner.ALL), 1.0, True, None, out=out) == 125
     assert "KeyError" in json.loads(out.getvalue())["reason"]
+
+
+def test_problems_flag_a_wrong_verdict_and_gadgetds_own_failures():
+    """What make repro-test pins: the expected verdict, no policy deadline miss, gadgetd never
+    exiting non-zero, whatever the verdict says."""
+    results = {name: rep.ScenarioResult(name, verdict=rep.ABSENT, attempts=5, completed=True)
+               for name in rep.SCENARIOS}
+    report = rep.build_report("6.1.0-57-amd64", True, results, None)
+    assert rep.problems(report, 0, expect=rep.ABSENT) == []
+    assert rep.problems(report, 0, expect=rep.PRESENT) == ["verdict is absent, expected present"]
+    results["contended_open"].counts["nonblock_policy_deadline_failures"] = 2
+    results["deactivated_set_alt"].gadgetd_failures.append("gadgetd run exited 1: boom")
+    report = rep.build_report("6.1.0-57-amd64", True, results, None)
+    assert rep.problems(report, 0) == [
+        "scenario contended_open: gadgetd's retry policy missed its deadline 2 times",
+        "scenario deactivated_set_alt: gadgetd run exited 1: boom"]
+    assert "GADGETD FAILED: gadgetd run exited 1: boom" in rep.render_table(report)

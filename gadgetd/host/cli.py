@@ -109,8 +109,10 @@ def demo(template_path, daemon_args):
 @click.option("--out", "out_dir", default="out", show_default=True, type=click.Path(file_okay=False),
               help="Where matrix.json and matrix.png go.")
 @click.option("--check", is_flag=True, help="Fail unless every report is complete, consistent "
-              "and conclusive (what make test asks).")
-def matrix(specs, quick, blocking, out_dir, check):
+              "and conclusive, and gadgetd itself did not fail (what make test asks).")
+@click.option("--expect", type=click.Choice(["present", "absent"]),
+              help="With --check: fail unless every kernel's verdict is this one.")
+def matrix(specs, quick, blocking, out_dir, check, expect):
     """Boot each kernel, run 'gadgetd repro' there, print one table, write JSON and a chart."""
     from pathlib import Path
 
@@ -132,7 +134,7 @@ def matrix(specs, quick, blocking, out_dir, check):
         if row.report is None:
             failed.append(f"{spec}: no report ({row.note or 'exit ' + str(row.exit_status)})")
         elif check:
-            failed += [f"{spec}: {p}" for p in problems(row.report, row.exit_status)]
+            failed += [f"{spec}: {p}" for p in problems(row.report, row.exit_status, expect)]
     json_path, png_path = m.save(rows, Path(out_dir))
     click.echo(m.render(rows))
     click.echo(f"\nwrote {json_path} and {png_path}; {len(rows)} kernels in "

@@ -25,6 +25,7 @@ class ScenarioResult:
     notes: list[str] = field(default_factory=list)
     hang: dict | None = None  # {"pid", "state", "wchan", "stack"} when a task got stuck
     completed: bool = False  # ran to its end (not cut short by an error or a stuck task)
+    gadgetd_failures: list[str] = field(default_factory=list)  # `gadgetd run` exiting non-zero
     seconds: float = 0.0  # wall time the scenario took
 
     def as_dict(self) -> dict:
@@ -97,6 +98,8 @@ def render_table(report: dict) -> str:
                      f"{details}")
         for note in s["notes"]:
             lines.append(f"{'':<22} note: {note}")
+        for failure in s.get("gadgetd_failures", []):
+            lines.append(f"{'':<22} GADGETD FAILED: {failure}")
         for line in s["kernel_log"][:6]:
             lines.append(f"{'':<22} kernel: {line}")
         if s["hang"]:
@@ -106,11 +109,15 @@ def render_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def problems(report: dict, exit_status: int) -> list[str]:
-    """Why a report is not complete and consistent (used by `make test` and the matrix)."""
+def problems(report: dict, exit_status: int, expect: str | None = None) -> list[str]:
+    """Why a report is not complete, consistent and as expected (`make repro-test`, the matrix):
+    also gadgetd's own failures in it, its retry policy missing a deadline or `gadgetd run`
+    exiting non-zero, whatever the verdict."""
     found = []
     if report.get("verdict") not in EXIT_STATUS:
         return [f"unknown verdict {report.get('verdict')!r}"]
+    if expect is not None and report["verdict"] != expect:
+        found.append(f"verdict is {report['verdict']}, expected {expect}")
     if EXIT_STATUS[report["verdict"]] != exit_status:
         found.append(f"exit status {exit_status} does not match verdict {report['verdict']}")
     if not report.get("kernel"):
@@ -123,6 +130,11 @@ def problems(report: dict, exit_status: int) -> list[str]:
             found.append(f"scenario {name} made no attempts")
         elif s.get("verdict") not in EXIT_STATUS:
             found.append(f"scenario {name} has verdict {s.get('verdict')!r}")
+        for key, value in (s or {}).get("counts", {}).items():
+            if key.endswith("_policy_deadline_failures") and value:
+                found.append(f"scenario {name}: gadgetd's retry policy missed its deadline "
+                             f"{value} times")
+        found += [f"scenario {name}: {f}" for f in (s or {}).get("gadgetd_failures", [])]
     if report["verdict"] == INCONCLUSIVE:
         found.append(f"verdict is inconclusive: {report.get('reason')}")
     return found

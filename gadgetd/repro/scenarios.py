@@ -25,7 +25,7 @@ RACERS, RACE_ROUNDS = 6, 2
 
 def _finish(result: ScenarioResult, log: KernelLog, rig: Rig) -> ScenarioResult:
     result.kernel_log = log.interesting()
-    result.notes += rig.daemon_failures  # gadgetd itself failing is reported, never hidden
+    result.gadgetd_failures += rig.daemon_failures  # reported, never hidden
     rig.daemon_failures.clear()
     return result
 

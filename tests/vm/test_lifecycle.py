@@ -41,6 +41,8 @@ def test_worker_runs_as_gadgetd_by_default(daemon, loopback_template):
     d = daemon()
     d.wait_bound()
     assert _worker_uids(d) == ("gadgetd", {uid}, uid)
+    worker = runstate.read(d.spec.name)["functions"]["loop0"]["pid"]
+    assert "NoNewPrivs:\t1" in Path(f"/proc/{worker}/status").read_text()
     assert d.stop() == 0, d.stderr
 
 
