@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import logging
 import struct
+import time
 from collections import Counter
 
 from functionfs import ch9
@@ -19,6 +20,37 @@ from gadgetd.ffs import Ep0, SetupCancelled
 from gadgetd.model import FunctionSpec
 
 log = logging.getLogger(__name__)
+
+
+class Warnings:
+    """Per-request warnings, at most LIMIT a second for each kind; the rest are counted and the
+    count logged once that second is over (a host flooding bad requests cannot flood the log,
+    and nothing it sent goes unsaid)."""
+
+    LIMIT = 10
+
+    def __init__(self, name: str, clock=time.monotonic):
+        self.name, self.clock = name, clock
+        self._windows: dict[str, list] = {}  # kind -> [window start, shown, suppressed]
+
+    def warn(self, kind: str, fmt: str, *args) -> None:
+        self.flush()
+        window = self._windows.setdefault(kind, [self.clock(), 0, 0])
+        if window[1] < self.LIMIT:
+            window[1] += 1
+            log.warning("%s: " + fmt, self.name, *args)
+        else:
+            window[2] += 1
+
+    def flush(self, final: bool = False) -> None:
+        """Say how many were held back in every window that is over (every one, if final)."""
+        now = self.clock()
+        for kind, (start, _, suppressed) in list(self._windows.items()):
+            if final or now - start >= 1.0:
+                del self._windows[kind]
+                if suppressed:
+                    log.warning("%s: %d more %s warnings in %.1f s", self.name, suppressed,
+                                kind, now - start)
 
 
 class Stall(Exception):
@@ -34,6 +66,7 @@ class FunctionServer:
         self.events: Counter = Counter()
         self.counters: Counter = Counter()
         self.enabled = False
+        self.warnings = Warnings(spec.name)
 
     # --- what the daemon's loop polls -------------------------------------------------------
     def handlers(self) -> dict[int, object]:
@@ -52,7 +85,7 @@ class FunctionServer:
             except OSError as exc:
                 # The host changes state faster than we read events; the next event fixes it.
                 self.counters["event_errors"] += 1
-                log.warning("%s: handling %s failed: %s", self.spec.name, event.name, exc)
+                self.warnings.warn("event", "handling %s failed: %s", event.name, exc)
 
     def _setup(self, setup: wire.Setup) -> None:
         self.counters["setups"] += 1
@@ -64,13 +97,14 @@ class FunctionServer:
                 handler(setup)
             except Stall:
                 self.counters["stalls"] += 1
+                self.warnings.warn("stall", "STALLed %s", setup)
                 self.ep0.stall(setup)
         except SetupCancelled:
             self.counters["setups_cancelled"] += 1
         except OSError as exc:
             # The host went away mid-request, or the data stage failed: its problem, not ours.
             self.counters["setup_errors"] += 1
-            log.warning("%s: %s failed: %s", self.spec.name, setup, exc)
+            self.warnings.warn("request", "%s failed: %s", setup, exc)
 
     def setup_handler(self, setup: wire.Setup):
         """The method answering `setup`, or None to STALL it."""
@@ -111,6 +145,7 @@ class FunctionServer:
 
     # --- state ------------------------------------------------------------------------------
     def status(self) -> dict:
+        self.warnings.flush()  # called every second: what was held back is said
         return {
             "name": self.spec.name,
             "type": self.spec.type,
@@ -121,6 +156,7 @@ class FunctionServer:
         }
 
     def close(self) -> None:
+        self.warnings.flush(final=True)
         for f in self.endpoints:
             f.close()
         self.ep0.close()
@@ -154,8 +190,8 @@ class AioFunction(FunctionServer):
         cancelled = res in self.CANCELLED
         self.counters[f"{direction}_cancelled" if cancelled else f"{direction}_errors"] += 1
         if not cancelled:
-            log.warning("%s: bulk %s failed: %s", self.spec.name, direction.upper(),
-                        errno.errorcode.get(-res, res))
+            self.warnings.warn(f"bulk {direction}", "bulk %s failed: %s", direction.upper(),
+                               errno.errorcode.get(-res, res))
         return False
 
     def close(self) -> None:

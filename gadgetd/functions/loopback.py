@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import errno
 import json
-import logging
 
 import libaio
 
@@ -26,9 +25,6 @@ from gadgetd.protocol import LOOPBACK_ECHO_IN as ECHO_IN
 from gadgetd.protocol import LOOPBACK_ECHO_MAX as ECHO_MAX
 from gadgetd.protocol import LOOPBACK_ECHO_OUT as ECHO_OUT
 from gadgetd.protocol import LOOPBACK_STATUS as STATUS
-
-log = logging.getLogger(__name__)
-
 
 
 class Loopback(AioFunction):
@@ -121,8 +117,8 @@ class Loopback(AioFunction):
     def _dropped(self, i: int, size: int) -> None:
         """IN refused the echo (the host disabled the function meanwhile): counted, never silent."""
         self.counters["dropped_bytes"] += size
-        log.warning("%s: %d bytes read from OUT could not be echoed: IN disabled",
-                    self.spec.name, size)
+        self.warnings.warn("dropped", "%d bytes read from OUT could not be echoed: IN disabled",
+                           size)
         self.idle.append(i)
 
     # --- vendor requests --------------------------------------------------------------------

@@ -132,8 +132,8 @@ class SourceSink(AioFunction):
                 # As f_sourcesink does: a wrong byte halts the OUT endpoint (the host sees
                 # EPIPE and clears it) and the request is queued again.
                 self.counters["pattern_errors"] += 1
-                log.warning("%s: OUT data does not match pattern %d", self.spec.name,
-                            self.pattern)
+                self.warnings.warn("pattern", "OUT data does not match pattern %d",
+                                   self.pattern)
                 self._halt_out()
         self._resubmit(self.reads[i], self.idle_reads, i)
 

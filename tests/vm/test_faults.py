@@ -5,6 +5,7 @@ task in dmesg; cycle counts and time-to-recover figures go to $GADGETD_RESULTS w
 
 from __future__ import annotations
 
+import collections
 import os
 import random
 import signal
@@ -187,6 +188,14 @@ def test_fuzzed_control_requests(daemon, suite):
     _loopback_ok(d.selector, os.urandom(100000))
     setups = runstate.read(d.spec.name)["functions"]["loop0"]["counters"].get("setups", 0)
     assert setups > count(10000) // 10, f"only {setups} requests reached the daemon"
+    stalls = runstate.read(d.spec.name)["functions"]["loop0"]["counters"].get("stalls", 0)
     suite.update({"requests": sum(outcomes.values()), "outcomes": outcomes,
-                  "reached_daemon": setups})
+                  "reached_daemon": setups, "stalls": stalls})
     assert d.stop() == 0, d.stderr
+    # A flood of bad requests: about 10 warnings a second of each kind, and a count of the rest.
+    per_second = collections.Counter(line[:19] for line in d.stderr.splitlines()
+                                     if "STALLed" in line)
+    held_back = sum(int(line.split(" more stall warnings")[0].rsplit(" ", 1)[1])
+                    for line in d.stderr.splitlines() if " more stall warnings" in line)
+    assert max(per_second.values()) <= 20, per_second.most_common(3)  # two 1 s windows at most
+    assert sum(per_second.values()) + held_back == stalls
