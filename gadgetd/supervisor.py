@@ -232,7 +232,11 @@ class Supervisor:
                 self._follow_udc_state(None)
                 self.udc_state = "gone"
                 self._status(f"UDC {name} removed: waiting for it to come back")
-            elif action == "add":
+            elif action == "add":  # a new UDC: bind now, and back off afresh if that fails
+                self._bind_backoff = BIND_BACKOFF
+                if self._bind_timer is not None:
+                    self._bind_timer.cancel()
+                    self._bind_timer = None
                 self._try_bind()
 
     # --- state, watchdog --------------------------------------------------------------------

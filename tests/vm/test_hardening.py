@@ -17,7 +17,7 @@ import pytest
 
 from gadgetd import configfs, ffs, runstate, template, templates
 from gadgetd.host.device import DeviceSelector, LoopbackDriver, wait_for_device
-from tests.vm.conftest import gadgetd, save_figures
+from tests.vm.conftest import dummy_hcd_params, gadgetd, save_figures
 
 pytestmark = pytest.mark.vm
 GADGETD = (sys.executable, "-m", "gadgetd")
@@ -165,31 +165,46 @@ def test_bring_up_step_failing_leaves_nothing(loopback_template, steps, error):
     assert outcomes["refused"] >= 3
 
 
+def _tracer_attached(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return next(line for line in status.splitlines() if line.startswith("TracerPid:")).split()[1] != "0"
+
+
 @pytest.mark.parametrize("error", ["EBUSY", "ENODEV"])
 def test_a_failing_bind_is_retried_on_a_timer(loopback_template, tmp_path, error):
-    """Every bind fails (ENODEV: the UDC vanished between resolve and bind) and no uevent
-    comes: the timer retries at 0.5, 1, 2, 4 s; once strace lets go, the next retry serves.
-    (strace's when= counts every write, the log's included, so the faults are not counted.)"""
+    """A UDC appears and every bind fails (ENODEV: it vanished between resolve and bind): the
+    timer retries at 0.5, 1, 2, 4 s with no further uevent, and once strace lets go the next
+    retry serves. strace attaches to the running daemon (-p), so that SIGINT detaches it."""
     spec = template.load(loopback_template)
-    udc_file = configfs.gadget_dir(spec.name) / "UDC"
+    params = dummy_hcd_params()
+    subprocess.run(["rmmod", "dummy_hcd"], check=True)
     log = tmp_path / "daemon.log"
-    with open(log, "w") as out:
-        tracer = subprocess.Popen(traced(f"inject=write:error={error}", paths=[udc_file])
-                                  + ("run", str(loopback_template)), stderr=out)
-    pid = gadget_pid(tracer.pid)
-    deadline = time.monotonic() + 90
-    while "retrying in 4 s" not in log.read_text():
-        assert time.monotonic() < deadline and tracer.poll() is None, log.read_text()
-        time.sleep(0.2)
-    tracer.send_signal(signal.SIGINT)  # strace detaches; gadgetd goes on, untraced
-    tracer.wait(30)
-    dev = wait_for_device_of(spec)
-    assert LoopbackDriver(dev).loopback(b"bound at last") == b"bound at last"
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 60
-    while _alive(pid):
-        assert time.monotonic() < deadline, "gadgetd did not stop"
-        time.sleep(0.1)
+    tracer = None
+    try:
+        with open(log, "w") as out:
+            daemon = subprocess.Popen([*GADGETD, "run", "--wait-for-udc", str(loopback_template)],
+                                      stderr=out)
+        tracer = subprocess.Popen(["strace", "-qq", "-o", "/dev/null", "-p", str(daemon.pid),
+                                   "-P", str(configfs.gadget_dir(spec.name) / "UDC"),
+                                   "-e", "trace=write", "-e", f"inject=write:error={error}"])
+        deadline = time.monotonic() + 30
+        while not _tracer_attached(daemon.pid):
+            assert time.monotonic() < deadline, "strace did not attach"
+            time.sleep(0.1)
+    finally:
+        subprocess.run(["modprobe", "dummy_hcd", *params], check=True)
+    try:
+        deadline = time.monotonic() + 90
+        while log.read_text().count("binding dummy_udc.0 failed") < 4:
+            assert time.monotonic() < deadline and daemon.poll() is None, log.read_text()
+            time.sleep(0.2)
+        tracer.send_signal(signal.SIGINT)
+        tracer.wait(30)
+        dev = wait_for_device_of(spec)
+        assert LoopbackDriver(dev).loopback(b"bound at last") == b"bound at last"
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(60) == 0
     text = log.read_text()
     failed = [line for line in text.splitlines() if "binding dummy_udc.0 failed" in line]
     assert [line.rsplit("retrying in ", 1)[1] for line in failed[:4]] == [

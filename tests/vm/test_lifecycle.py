@@ -138,7 +138,7 @@ def test_world_writable_template_refused(tmp_path, loopback_template):
     t.write_text(loopback_template.read_text())
     t.chmod(0o666)
     proc = gadgetd("run", t)
-    assert proc.returncode == 2 and "writable by others" in proc.stderr
+    assert proc.returncode == 2 and "writable by group or others" in proc.stderr
     assert proc.stderr.count("\n") == 1
 
 
