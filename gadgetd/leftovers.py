@@ -21,6 +21,8 @@ def clean(spec: GadgetSpec, replace: bool, previous: Owner | None) -> None:
     runstate.remove(spec.name)  # a dead daemon's status
     gadget_dir = configfs.gadget_dir(spec.name)
     if not gadget_dir.exists():
+        if previous is not None:  # its teardown removed the tree but not every mount
+            _unmount_stale(spec, previous)
         return
     if previous is None and not replace:
         raise SetupError(f"gadget {spec.name!r} already exists in configfs: "
@@ -42,3 +44,13 @@ def clean(spec: GadgetSpec, replace: bool, previous: Owner | None) -> None:
         raise SetupError(f"could not remove the leftover gadget: {failures[0]}")
     log.info("leftovers removed in %.0f ms (the reset ran in umount, not in open)",
              (time.monotonic() - start) * 1e3)
+
+
+def _unmount_stale(spec: GadgetSpec, previous: Owner) -> None:
+    """Mounts of our instances on our mount points that a dead daemon could not unmount (a
+    worker was stuck in the kernel when it stopped): unmounted, once nobody holds them."""
+    for fn in spec.functions.values():
+        if fn.mountpoint in ffs.mountpoints(fn.name):
+            log.warning("unmounting %s left mounted by gadgetd pid %d", fn.mountpoint,
+                        previous.pid)
+            ffs.unmount(fn.mountpoint)

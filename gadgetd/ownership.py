@@ -90,6 +90,15 @@ class Claim:
         self._fd = None
 
 
+def claim(name: str) -> Claim:
+    """Claim(name), an OSError (the runtime directory, the lock file) as a one-line SetupError."""
+    try:
+        return Claim(name)
+    except OSError as exc:
+        raise SetupError(f"cannot take the lock of gadget {name!r}: {exc.strerror}"
+                         + (f" ({exc.filename})" if exc.filename else "")) from exc
+
+
 def holder(name: str) -> Owner | None:
     """The live daemon holding `name`'s lock, or None when nobody does."""
     try:

@@ -33,6 +33,15 @@ class Slot:
     failure: dict | None = None  # the failure being recovered from
     last_error: str | None = None
 
+    def status(self) -> dict:
+        """This function in the status file: the worker's own report under the supervisor's
+        fields (a worker cannot pass itself off as another pid, user or state)."""
+        w = self.worker
+        return {**((w and w.status) or {}),
+                "pid": w.pid if w else None, "user": self.fn.user,
+                "ready": bool(w and w.ready), "state": "stuck" if w and w.stuck else self.state,
+                "stack": w.stuck if w else None, "last_error": self.last_error}
+
 
 @dataclass
 class Recovery:

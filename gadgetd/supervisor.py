@@ -22,7 +22,7 @@ import signal
 import time
 from dataclasses import replace
 
-from gadgetd import configfs, controllers, ffs, leftovers, runstate, udc, worker
+from gadgetd import configfs, controllers, ffs, leftovers, ownership, runstate, udc, worker
 from gadgetd.errors import GadgetdError, SetupError, TemplateError
 from gadgetd.eventloop import EventLoop
 from gadgetd.model import FunctionSpec, GadgetSpec
@@ -242,7 +242,7 @@ class Supervisor:
     # --- state, watchdog --------------------------------------------------------------------
     def state(self) -> dict:
         slots = self.recovery.slots if self.recovery else {}
-        functions = {name: function_state(slot) for name, slot in slots.items()}
+        functions = {name: slot.status() for name, slot in slots.items()}
         recoveries = self.recovery.recoveries if self.recovery else []
         return {
             "name": self.spec.name,
@@ -293,7 +293,7 @@ class Supervisor:
         worker failing before it was ready), the running template is restored."""
         try:
             new = self.reload() if self.reload else None
-            new_claim = claim(new.name) if new and new.name != self.spec.name else None
+            new_claim = ownership.claim(new.name) if new and new.name != self.spec.name else None
         except (TemplateError, GadgetdError) as exc:
             log.error("SIGHUP: keeping the running gadget: %s", exc)
             return
@@ -357,7 +357,7 @@ class Supervisor:
         self.started = time.time()
         status = 0
         try:
-            self.claim = claim(self.spec.name)  # before anything is touched; held to the end
+            self.claim = ownership.claim(self.spec.name)  # before anything is touched; held to the end
             self.bring_up()
             tick = (self.notifier.watchdog_interval or 2 * TICK) / 2
             self.loop.every(min(tick, TICK), self._tick)
@@ -385,22 +385,3 @@ class Supervisor:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         return status
-
-
-def claim(name: str) -> Claim:
-    try:
-        return Claim(name)
-    except OSError as exc:
-        raise SetupError(f"cannot take the lock of gadget {name!r}: {exc.strerror}"
-                         + (f" ({exc.filename})" if exc.filename else "")) from exc
-
-
-def function_state(slot) -> dict:
-    """One function in the status file: the worker's own report, under the supervisor's fields
-    (a worker cannot pass itself off as another pid, user or state)."""
-    w = slot.worker
-    return {**((w and w.status) or {}),
-            "pid": w.pid if w else None, "user": slot.fn.user,
-            "ready": bool(w and w.ready), "state": "stuck" if w and w.stuck else slot.state,
-            "stack": w.stuck if w else None, "last_error": slot.last_error}
-

@@ -13,7 +13,7 @@ from gadgetd import recovery, udc
 from gadgetd.eventloop import Timer
 from gadgetd.model import FunctionSpec, Interface
 from gadgetd.recovery import DEAD, READY, STARTING, Recovery
-from gadgetd.supervisor import SILENT_TIMEOUT, Supervisor, function_state
+from gadgetd.supervisor import SILENT_TIMEOUT, Supervisor
 from gadgetd.template import parse
 
 
@@ -255,7 +255,7 @@ def test_a_worker_cannot_override_the_supervisors_fields():
     worker.status = {"pid": 1, "user": "root", "state": "ready", "ready": True,
                      "counters": {"setups": 3}}
     slot = recovery.Slot(_fn("a"), worker=worker, state=STARTING)
-    state = function_state(slot)
+    state = slot.status()
     assert state["pid"] == worker.pid and state["state"] == STARTING and state["ready"] is False
     assert state["user"] == "gadgetd" and state["counters"] == {"setups": 3}
 

@@ -12,7 +12,7 @@ import tomli_w
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gadgetd import configfs, template, templates
+from gadgetd import configfs, ownership, template, templates
 from gadgetd.errors import GadgetdError, TemplateError
 from gadgetd.supervisor import Supervisor
 from tests.vm.test_faults import count
@@ -105,6 +105,7 @@ def test_fuzzed_template(text):
         return
     existed = {str(f.mountpoint) for f in spec.functions.values() if f.mountpoint.exists()}
     supervisor = Supervisor(spec)
+    supervisor.claim = ownership.claim(spec.name)  # as run() does before bring-up
     try:
         supervisor.bring_up()
         # Serve until every worker is ready (the gadget bound) or one failed: the whole bring-up.
@@ -117,6 +118,7 @@ def test_fuzzed_template(text):
         assert "\n" not in str(exc)
     finally:
         failures = supervisor.tear_down()
+        supervisor.claim.release()
         if supervisor.watch is not None:
             supervisor.watch.close()
         supervisor.loop.close()
