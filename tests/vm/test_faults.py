@@ -198,4 +198,4 @@ def test_fuzzed_control_requests(daemon, suite):
     held_back = sum(int(line.split(" more stall warnings")[0].rsplit(" ", 1)[1])
                     for line in d.stderr.splitlines() if " more stall warnings" in line)
     assert max(per_second.values()) <= 20, per_second.most_common(3)  # two 1 s windows at most
-    assert sum(per_second.values()) + held_back == stalls
+    assert held_back > 0 and sum(per_second.values()) + held_back >= stalls  # none unsaid
