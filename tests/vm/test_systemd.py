@@ -43,6 +43,10 @@ def show(prop: str) -> str:
 def installed():
     Path("/etc/systemd/system/gadgetd@.service").write_text(
         render_unit(str(ROOT / ".venv" / "bin" / "gadgetd")))
+    dropin = Path("/etc/systemd/system/gadgetd@.service.d/checkout-in-tmp.conf")
+    if ROOT.is_relative_to("/tmp"):  # PrivateTmp= would hide this checkout's venv from the unit
+        dropin.parent.mkdir(exist_ok=True)
+        dropin.write_text("[Service]\nPrivateTmp=no\n")
     Path("/etc/gadgetd").mkdir(exist_ok=True)
     shutil.copyfile(templates.path("loopback"), f"/etc/gadgetd/{NAME}.toml")
     os.chmod(f"/etc/gadgetd/{NAME}.toml", 0o644)
