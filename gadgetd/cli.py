@@ -100,14 +100,13 @@ def list_templates():
 @click.argument("name")
 def down(name):
     """Unbind and remove gadget NAME: links, configs, functions, FunctionFS mounts."""
-    from gadgetd import configfs, runstate
-    from gadgetd.ownership import Claim
+    from gadgetd import configfs, ownership, runstate
 
     if not configfs.gadget_dir(name).exists():
         click.echo(f"gadgetd: error: no gadget {name!r} in {configfs.GADGETS}", err=True)
         sys.exit(1)
     try:
-        claim = Claim(name)  # no daemon may start on it while it is being removed
+        claim = ownership.claim(name)  # no daemon may start on it while it is being removed
     except GadgetdError as exc:
         click.echo(f"gadgetd: error: {exc}", err=True)
         sys.exit(1)

@@ -173,7 +173,7 @@ class Supervisor:
     def _bind_later(self, why: str) -> None:
         """Retry on a timer (0.5 s doubling to 30 s) as well as on the next UDC uevent; until
         the first bind, systemd's start timeout is extended past the next try."""
-        if self._bind_timer is not None and not self._bind_timer.cancelled:
+        if self._bind_timer is not None:
             return  # a retry is already due
         delay = self._bind_backoff
         self._bind_backoff = min(delay * 2, MAX_BIND_BACKOFF)
@@ -186,6 +186,11 @@ class Supervisor:
             self._try_bind()
 
         self._bind_timer = self.loop.call_later(delay, retry)
+
+    def _cancel_bind_retry(self) -> None:
+        if self._bind_timer is not None:
+            self._bind_timer.cancel()
+            self._bind_timer = None
 
     def _unbind(self) -> None:
         try:
@@ -233,10 +238,8 @@ class Supervisor:
                 self.udc_state = "gone"
                 self._status(f"UDC {name} removed: waiting for it to come back")
             elif action == "add":  # a new UDC: bind now, and back off afresh if that fails
+                self._cancel_bind_retry()
                 self._bind_backoff = BIND_BACKOFF
-                if self._bind_timer is not None:
-                    self._bind_timer.cancel()
-                    self._bind_timer = None
                 self._try_bind()
 
     # --- state, watchdog --------------------------------------------------------------------
@@ -338,9 +341,7 @@ class Supervisor:
         refused before its first step touches nothing (not someone else's gadget or state)."""
         if not self.undo:
             return []
-        if self._bind_timer is not None:
-            self._bind_timer.cancel()
-            self._bind_timer = None
+        self._cancel_bind_retry()
         if self.gadget_dir.exists():
             self._unbind()
         failures = self.undo.unwind()

@@ -1,6 +1,6 @@
 """The syscalls gadgetd makes on configfs, sysfs and mounts: one-write(2) attribute writes,
-attribute reads, mount(2), umount2(2), openat2(2), the mount table and /proc/PID/stat. Nothing
-else writes those paths."""
+attribute reads, mount(2), umount2(2), openat2(2), prctl(2), the mount table and /proc/PID
+(stat, stack). Nothing else writes those paths."""
 
 from __future__ import annotations
 
@@ -61,11 +61,38 @@ def umount(target: Path | str, lazy: bool = False, nofollow: bool = False,
         raise OSError(err, f"umount {shown or target}: {os.strerror(err)}")
 
 
+def prctl(option: int, arg: int) -> None:
+    if _libc.prctl(option, arg, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl({option}, {arg}): {os.strerror(err)}")
+
+
 def proc_stat(pid: int) -> list[bytes]:
     """/proc/PID/stat's fields after the command name: [state, ppid, ...] (field 3 onwards)."""
     with open(f"/proc/{pid}/stat", "rb") as f:
         stat = f.read()
     return stat[stat.rindex(b")") + 2:].split()
+
+
+def task_state(pid: int) -> dict:
+    """State letter, wchan and kernel stack of a task; D with an f_fs frame means stuck there."""
+    info = {"pid": pid}
+    try:
+        info["state"] = proc_stat(pid)[0].decode()
+    except (OSError, ValueError):
+        info["state"] = "gone"
+        return info
+    try:
+        with open(f"/proc/{pid}/wchan") as f:
+            info["wchan"] = f.read().strip()
+    except OSError:
+        pass
+    try:
+        with open(f"/proc/{pid}/stack") as f:
+            info["stack"] = [line.split("] ", 1)[-1].strip() for line in f if line.strip()]
+    except OSError as exc:
+        info["stack"] = [f"(unreadable: {exc.strerror})"]
+    return info
 
 
 def mounts(fstype: str | None = None) -> list[tuple[str, Path, str]]:

@@ -10,7 +10,6 @@ error ends the worker; the supervisor's recovery (unbind, respawn, rebind) handl
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import pwd
@@ -18,7 +17,7 @@ import signal
 import socket
 import sys
 
-from gadgetd import channel, ffs, registry
+from gadgetd import channel, ffs, registry, syscalls
 from gadgetd.errors import SetupError
 from gadgetd.eventloop import EventLoop
 from gadgetd.model import DEFAULT_USER, FunctionSpec
@@ -59,13 +58,12 @@ def drop_privileges(fn: FunctionSpec) -> None:
 def _no_new_privileges() -> None:
     """Nothing the worker executes can gain privileges (setuid binaries, file capabilities),
     under systemd (NoNewPrivileges=) or not."""
-    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
+    syscalls.prctl(PR_SET_NO_NEW_PRIVS, 1)
 
 
 def _die_with_parent(parent: int) -> None:
     # After setuid: credential changes clear the parent-death signal.
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    syscalls.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:
         os._exit(1)
 

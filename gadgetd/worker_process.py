@@ -169,14 +169,10 @@ class WorkerProcess:
 
 
 def kernel_stack(pid: int) -> str:
-    """State and kernel stack of a task, innermost frame first, on one line."""
-    try:
-        state = syscalls.proc_stat(pid)[0].decode()
-        with open(f"/proc/{pid}/stack") as f:
-            frames = [line.split()[-1].split("+")[0] for line in f if line.strip()]
-    except OSError as exc:
-        return f"stack unreadable: {exc.strerror}"
-    return f"state {state}: " + " < ".join(frames)
+    """State and kernel stack of a task on one line, innermost frame first."""
+    task = syscalls.task_state(pid)
+    frames = [frame.split("+")[0] for frame in task.get("stack", [])]
+    return f"state {task['state']}: " + " < ".join(frames)
 
 
 def _readable(fd: int, timeout: float) -> bool:

@@ -169,17 +169,19 @@ def test_shipped_templates_are_valid(templates_dir):
         template.load(path)
 
 
+def gadgetd_check(path, text) -> subprocess.CompletedProcess:
+    """`gadgetd check` of `text` written to `path`."""
+    path.write_text(text)
+    return subprocess.run([sys.executable, "-m", "gadgetd", "check", str(path)],
+                          capture_output=True, text=True)
+
+
 def test_check_command_exit_status_and_one_line(tmp_path, loopback_text):
     bad = tmp_path / "bad.toml"
-    bad.write_text(loopback_text.replace("idVendor = 0x1d6b", "idVendor = -1"))
-    proc = subprocess.run([sys.executable, "-m", "gadgetd", "check", str(bad)],
-                          capture_output=True, text=True)
+    proc = gadgetd_check(bad, loopback_text.replace("idVendor = 0x1d6b", "idVendor = -1"))
     assert proc.returncode == 2
     assert proc.stderr == f"gadgetd: error: {bad}: gadget.idVendor = -1: out of range 0..0xffff\n"
-    good = tmp_path / "good.toml"
-    good.write_text(loopback_text)
-    proc = subprocess.run([sys.executable, "-m", "gadgetd", "check", str(good)],
-                          capture_output=True, text=True)
+    proc = gadgetd_check(tmp_path / "good.toml", loopback_text)
     assert proc.returncode == 0 and "ok" in proc.stdout
 
 
@@ -230,9 +232,7 @@ def test_allow_root_must_be_a_bool(loopback_text):
 
 def test_check_command_refuses_a_mountpoint_outside_the_ffs_root(tmp_path, loopback_text):
     bad = tmp_path / "bad.toml"
-    bad.write_text(loopback_text.replace('"/run/gadgetd/ffs/loop0"', '"/etc"'))
-    proc = subprocess.run([sys.executable, "-m", "gadgetd", "check", str(bad)],
-                          capture_output=True, text=True)
+    proc = gadgetd_check(bad, loopback_text.replace('"/run/gadgetd/ffs/loop0"', '"/etc"'))
     assert proc.returncode == 2
     assert proc.stderr == (f"gadgetd: error: {bad}: function.loop0.mountpoint = '/etc': "
                            "must be a directory under /run/gadgetd/ffs/\n")

@@ -1,10 +1,10 @@
-"""What the kernel says: new dmesg lines worth reporting, and the state of a possibly stuck task."""
+"""What the kernel says: new kernel log records worth reporting (a stuck task's state is
+gadgetd.syscalls.task_state)."""
 
 from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 INTERESTING = re.compile(r"WARNING|BUG|blocked for more than|hung_task|Call Trace|Oops|"
                          r"general protection|RIP:")
@@ -69,26 +69,3 @@ def parse_records(data: bytes) -> list[tuple[int, str]]:
         if len(fields) >= 3 and fields[1].isdigit():
             found.append((int(fields[1]), text))
     return found
-
-
-def task_state(pid: int) -> dict:
-    """State letter, wchan and kernel stack of a task; D with an f_fs frame means stuck there."""
-    proc = Path(f"/proc/{pid}")
-    info = {"pid": pid}
-    try:
-        stat = (proc / "stat").read_text()
-        info["state"] = stat[stat.rindex(")") + 2]
-    except (OSError, ValueError):
-        info["state"] = "gone"
-        return info
-    for name in ("wchan",):
-        try:
-            info[name] = (proc / name).read_text().strip()
-        except OSError:
-            pass
-    try:
-        info["stack"] = [line.split("] ", 1)[-1] for line in
-                         (proc / "stack").read_text().splitlines()]
-    except OSError as exc:
-        info["stack"] = [f"(unreadable: {exc.strerror})"]
-    return info

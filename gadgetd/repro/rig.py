@@ -14,8 +14,8 @@ from pathlib import Path
 
 from gadgetd import ffs, templates, udc
 from gadgetd.errors import SetupError
-from gadgetd.repro.kernel_log import task_state
 from gadgetd.strategy import GadgetStrategy, local_host_sees
+from gadgetd.syscalls import task_state
 
 STARTUP_TIMEOUT = 120.0  # seconds a child interpreter may take to start on a loaded machine
 

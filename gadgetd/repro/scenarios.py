@@ -15,9 +15,10 @@ from pathlib import Path
 from gadgetd import wire
 from gadgetd.errors import SetupError
 from gadgetd.model import BLOCKING, NONBLOCK, NONBLOCK_ONCE
-from gadgetd.repro.kernel_log import KernelLog, task_state
+from gadgetd.repro.kernel_log import KernelLog
 from gadgetd.repro.report import ABSENT, INCONCLUSIVE, PRESENT, ScenarioResult, percentiles
 from gadgetd.repro.rig import STARTUP_TIMEOUT, Rig
+from gadgetd.syscalls import task_state
 
 OPEN_DEADLINE = 10.0  # seconds before a single open counts as hung
 RACERS, RACE_ROUNDS = 6, 2
