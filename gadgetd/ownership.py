@@ -54,6 +54,9 @@ def _lock_path(name: str):
     return runstate.runtime_dir() / f"{name}.lock"
 
 
+RECORD_WAIT = 2.0  # seconds a lock holder may take to write its record (slow boards, emulators)
+
+
 def _read_record(fd: int) -> Owner | None:
     data = os.pread(fd, 256, 0)
     try:
@@ -61,6 +64,15 @@ def _read_record(fd: int) -> Owner | None:
         return Owner(int(record["pid"]), int(record["start"]))
     except (ValueError, KeyError, TypeError):
         return None
+
+
+def _holders_record(fd: int) -> Owner | None:
+    """The record of the live daemon whose lock we were refused: it writes it right after taking
+    the lock, so give it RECORD_WAIT seconds to appear."""
+    deadline = time.monotonic() + RECORD_WAIT
+    while (owner := _read_record(fd)) is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return owner
 
 
 class Claim:
@@ -72,7 +84,7 @@ class Claim:
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            owner = _read_record(self._fd)
+            owner = _holders_record(self._fd)
             os.close(self._fd)
             raise Held(name, owner) from None
         self.previous = _read_record(self._fd)  # a record left behind: its daemon crashed
@@ -109,10 +121,6 @@ def holder(name: str) -> Owner | None:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         return None
     except BlockingIOError:
-        for _ in range(20):  # the owner writes its record right after taking the lock
-            if (owner := _read_record(fd)) is not None:
-                return owner
-            time.sleep(0.01)
-        return Owner(0, 0)  # held, by a pid not known yet
+        return _holders_record(fd) or Owner(0, 0)  # held, by a pid not known yet
     finally:
         os.close(fd)

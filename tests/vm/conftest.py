@@ -93,10 +93,38 @@ def clean_configfs(request):
         return
     assert not list(configfs.GADGETS.iterdir()), "a gadget was left by an earlier test"
     yield
+    strays = _kill_stray_daemons()
     left = list(configfs.GADGETS.iterdir())
     for g in left:
         configfs.remove_gadget(g.name)
+    assert not strays, f"test left gadgetd processes running: {strays}"
     assert not left, f"test left gadgets behind: {left}"
+
+
+def _kill_stray_daemons() -> list[str]:
+    """SIGKILL every `python -m gadgetd run` (and its workers) still alive, a failed test's, so that
+    one failure does not make every later test meet its lock; returns their command lines."""
+    strays = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"gadgetd" in argv[1:3] and b"run" in argv and _alive(entry):
+            os.kill(int(entry.name), signal.SIGKILL)
+            strays[entry] = b" ".join(argv).decode(errors="replace")
+    deadline = time.monotonic() + 10
+    while any(map(_alive, strays)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return list(strays.values())
+
+
+def _alive(proc: Path) -> bool:
+    """Not gone and not a zombie."""
+    try:
+        return (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def reload_dummy_hcd(*params: str) -> None:

@@ -217,20 +217,26 @@ def test_two_daemons_racing_for_one_gadget(loopback_template):
     spec = template.load(loopback_template)
     racers = [subprocess.Popen([*GADGETD, "run", str(loopback_template)], stderr=subprocess.PIPE,
                                text=True) for _ in range(2)]
-    deadline = time.monotonic() + 60
-    while all(r.poll() is None for r in racers):
-        assert time.monotonic() < deadline, "neither racer gave up"
-        time.sleep(0.05)
-    loser = next(r for r in racers if r.poll() is not None)
-    winner = next(r for r in racers if r is not loser)
-    assert loser.returncode == 3
-    assert f"owned by gadgetd pid {winner.pid}" in loser.stderr.read()
-    wait_for_device_of(spec)
-    proc = gadgetd("run", "--replace", loopback_template)  # even --replace deletes nothing
-    assert proc.returncode == 3 and f"owned by gadgetd pid {winner.pid}" in proc.stderr
-    assert LoopbackDriver(wait_for_device_of(spec)).loopback(b"still mine") == b"still mine"
-    winner.send_signal(signal.SIGTERM)
-    assert winner.wait(60) == 0
+    try:
+        deadline = time.monotonic() + 60
+        while all(r.poll() is None for r in racers):
+            assert time.monotonic() < deadline, "neither racer gave up"
+            time.sleep(0.05)
+        loser = next(r for r in racers if r.poll() is not None)
+        winner = next(r for r in racers if r is not loser)
+        assert loser.returncode == 3
+        assert f"owned by gadgetd pid {winner.pid}" in loser.stderr.read()
+        wait_for_device_of(spec)
+        proc = gadgetd("run", "--replace", loopback_template)  # even --replace deletes nothing
+        assert proc.returncode == 3 and f"owned by gadgetd pid {winner.pid}" in proc.stderr
+        assert LoopbackDriver(wait_for_device_of(spec)).loopback(b"still mine") == b"still mine"
+        winner.send_signal(signal.SIGTERM)
+        assert winner.wait(60) == 0
+    finally:
+        for r in racers:
+            if r.poll() is None:
+                r.send_signal(signal.SIGTERM)
+                r.wait(60)
     no_residue(spec)
 
 
