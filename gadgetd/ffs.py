@@ -80,28 +80,31 @@ def unmount(mountpoint: Path, grace: float = 5.0) -> None:
         pass
 
 
-class _Alarm(Exception):
-    pass
-
-
-def _raise_alarm(signum, frame):
-    raise _Alarm()
+def _ignore_alarm(signum, frame):
+    pass  # only there so that SIGALRM interrupts the open (CPython installs it without SA_RESTART)
 
 
 def open_bounded(path: Path, flags: int, remaining: float) -> int:
     """open(2); a blocking open waits at most `remaining` s (f_fs waits interruptibly for the mutex).
 
-    The bound uses SIGALRM, so it applies in the main thread only; elsewhere the open is unbounded.
+    SIGALRM interrupts the open; its handler raises nothing, so a timer that fires after open()
+    returned neither makes a miss nor loses the fd. The timer repeats every 10 ms past the
+    deadline, in case the first signal came before the open had started to wait. It applies in
+    the main thread only; elsewhere the open is unbounded.
     """
     if flags & os.O_NONBLOCK or threading.current_thread() is not threading.main_thread():
         return os.open(path, flags)
-    previous = signal.signal(signal.SIGALRM, _raise_alarm)
-    signal.setitimer(signal.ITIMER_REAL, max(remaining, 0.001))
+    deadline = time.monotonic() + remaining
+    previous = signal.signal(signal.SIGALRM, _ignore_alarm)
+    signal.setitimer(signal.ITIMER_REAL, max(remaining, 0.001), 0.01)
     try:
-        return os.open(path, flags)
-    except _Alarm:
-        raise DeadlineExceeded(errno.ETIMEDOUT, f"blocking open of {path} still waiting "
-                                                f"after {remaining:.3f} s") from None
+        while True:
+            try:
+                return syscalls.open_interruptible(path, flags)
+            except InterruptedError:
+                if time.monotonic() >= deadline:
+                    raise DeadlineExceeded(errno.ETIMEDOUT, f"blocking open of {path} still "
+                                           f"waiting after {remaining:.3f} s") from None
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)

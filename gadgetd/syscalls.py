@@ -1,6 +1,6 @@
 """The syscalls gadgetd makes on configfs, sysfs and mounts: one-write(2) attribute writes,
-attribute reads, mount(2), umount2(2), openat2(2), prctl(2), the mount table and /proc/PID
-(stat, stack). Nothing else writes those paths."""
+attribute reads, mount(2), umount2(2), openat2(2), an interruptible open(2), prctl(2), the mount
+table and /proc/PID (stat, stack). Nothing else writes those paths."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import os
 from pathlib import Path
 
 _libc = ctypes.CDLL(None, use_errno=True)  # libc is already loaded; find_library would run ldconfig
-MNT_DETACH = 2
 UMOUNT_NOFOLLOW = 8
 SYS_OPENAT2 = 437  # the unified number: the same on x86_64, arm and aarch64
 
@@ -53,12 +52,21 @@ def mount(source: str, target: Path | str, fstype: str, options: str = "",
                            f"{os.strerror(err)}")
 
 
-def umount(target: Path | str, lazy: bool = False, nofollow: bool = False,
-           shown: Path | None = None) -> None:
-    flags = (MNT_DETACH if lazy else 0) | (UMOUNT_NOFOLLOW if nofollow else 0)
-    if _libc.umount2(str(target).encode(), flags) != 0:
+def umount(target: Path | str, nofollow: bool = False, shown: Path | None = None) -> None:
+    if _libc.umount2(str(target).encode(), UMOUNT_NOFOLLOW if nofollow else 0) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"umount {shown or target}: {os.strerror(err)}")
+
+
+def open_interruptible(path: Path | str, flags: int) -> int:
+    """open(2) once, through libc: a signal that interrupts it gives InterruptedError (Python's
+    os.open would retry), and a signal after it returned cannot lose the fd it returned.
+    Close-on-exec, as os.open makes it."""
+    fd = _libc.open(os.fsencode(path), ctypes.c_int(flags | os.O_CLOEXEC), ctypes.c_int(0o666))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), str(path))
+    return fd
 
 
 def prctl(option: int, arg: int) -> None:

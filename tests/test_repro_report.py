@@ -12,8 +12,20 @@ def done(name, verdict=rep.ABSENT, attempts=10, **kw):
     return ScenarioResult(name, verdict=verdict, attempts=attempts, completed=True, **kw)
 
 
+CONTENDED = {"host_served": 300, "daemon_setups": 200}  # contention enough for "absent"
+
+
 def all_absent():
-    return {n: done(n) for n in rep.SCENARIOS}
+    results = {n: done(n) for n in rep.SCENARIOS}
+    results["contended_open"] = done("contended_open", attempts=500, counts=dict(CONTENDED))
+    return results
+
+
+def stuck(frame="ffs_ep0_open+0x5c/0x1a0 [usb_f_fs]", states="DDD", interval=1.0) -> dict:
+    """Evidence as rig.sample_hang gathers it."""
+    samples = [{"pid": 42, "state": state, "t": 100.0 + i * interval,
+                "stack": ["schedule+0x3d/0xa0", frame]} for i, state in enumerate(states)]
+    return {**samples[-1], "samples": samples}
 
 
 def test_absent_when_both_verdict_scenarios_ran_clean():
@@ -30,14 +42,60 @@ def test_eagain_makes_it_present():
 
 def test_hang_makes_it_present_even_if_contended_saw_nothing():
     results = all_absent()
-    results["deactivated_reopen"].hang = {"pid": 7, "state": "D", "stack": []}
-    assert rep.overall_verdict(results, nonblock=False)[0] == rep.PRESENT
+    results["deactivated_reopen"].hang = stuck()
+    verdict, reason = rep.overall_verdict(results, nonblock=False)
+    assert verdict == rep.PRESENT and "3 samples in state D" in reason
 
 
-def test_blocking_deadline_miss_is_present():
+@pytest.mark.parametrize("evidence", [
+    stuck(states="DD"),  # too few samples
+    stuck(interval=0.5),  # too close together
+    stuck(states="DSD"),  # it moved
+    stuck(frame="ext4_file_open+0x10/0x40"),  # stuck, but not in f_fs
+    {"pid": 7, "state": "D", "stack": ["ffs_ep0_open"]},  # one bare sample (the old evidence)
+])
+def test_a_hang_needs_proof(evidence):
+    assert not rep.hang_proven(evidence)
     results = all_absent()
-    results["contended_open"].counts = {"deadline_missed": 1}
-    assert rep.overall_verdict(results, nonblock=False)[0] == rep.PRESENT
+    results["deactivated_reopen"].hang = evidence
+    assert rep.overall_verdict(results, nonblock=False)[0] != rep.PRESENT
+    report = rep.build_report("k", False, results)
+    assert any("a hang without proof" in p for p in rep.problems(report, 0))
+
+
+def test_mutex_frames_prove_a_hang_too():
+    assert rep.hang_proven(stuck(frame="__mutex_lock.constprop.0+0x8b/0x4d0"))
+
+
+def test_blocking_deadline_miss_is_present_against_a_fast_baseline():
+    results = all_absent()
+    results["contended_open"].counts = {"deadline_missed": 1, **CONTENDED}
+    assert rep.overall_verdict(results, nonblock=False)[0] == rep.INCONCLUSIVE  # no baseline
+    results["contended_open"].latency_ms = {"baseline": rep.percentiles([0.2] * 10)}
+    verdict, reason = rep.overall_verdict(results, nonblock=False)
+    assert verdict == rep.INCONCLUSIVE and "too slow to tell" in reason  # 20 x 200 ms > 2 s
+    results["contended_open"].latency_ms = {"baseline": rep.percentiles([0.002] * 10)}
+    verdict, reason = rep.overall_verdict(results, nonblock=False)
+    assert verdict == rep.PRESENT and "uncontended p99 2.0 ms" in reason
+
+
+@pytest.mark.parametrize("short,field", [({"attempts": 199}, "attempts"),
+                                         ({"host_served": 99}, "host served"),
+                                         ({"daemon_setups": 49}, "daemon setups")])
+def test_absent_needs_evidence_of_contention(short, field):
+    results = all_absent()
+    contended = results["contended_open"]
+    contended.attempts = short.get("attempts", contended.attempts)
+    contended.counts.update({k: v for k, v in short.items() if k != "attempts"})
+    verdict, reason = rep.overall_verdict(results, nonblock=True)
+    assert verdict == rep.INCONCLUSIVE and "too little contention" in reason and field in reason
+
+
+def test_a_remote_host_is_not_held_to_host_requests():
+    """Where the host is another machine its requests are not counted here (no host_served)."""
+    results = all_absent()
+    del results["contended_open"].counts["host_served"]
+    assert rep.overall_verdict(results, nonblock=True)[0] == rep.ABSENT
 
 
 def test_side_scenarios_do_not_change_the_verdict():
@@ -105,8 +163,7 @@ def test_percentiles_nearest_rank():
 
 def test_render_table_shows_hang_stack_and_verdict():
     results = all_absent()
-    results["deactivated_reopen"].hang = {"pid": 42, "state": "D",
-                                          "stack": ["functionfs_unbind+0x2b/0x70 [usb_f_fs]"]}
+    results["deactivated_reopen"].hang = stuck(frame="functionfs_unbind+0x2b/0x70 [usb_f_fs]")
     results["contended_open"].latency_ms = {"nonblock-once": rep.percentiles([0.001, 0.002])}
     text = rep.render_table(rep.build_report("6.1.0-56-amd64", True, results))
     assert "HANG: task 42 state D" in text
@@ -158,8 +215,7 @@ def test_an_unexpected_exception_is_inconclusive_never_bad(monkeypatch):
 def test_problems_flag_a_wrong_verdict_and_gadgetds_own_failures():
     """What make repro-test pins: the expected verdict, no policy deadline miss, gadgetd never
     exiting non-zero, whatever the verdict says."""
-    results = {name: rep.ScenarioResult(name, verdict=rep.ABSENT, attempts=5, completed=True)
-               for name in rep.SCENARIOS}
+    results = all_absent()
     report = rep.build_report("6.1.0-57-amd64", True, results, None)
     assert rep.problems(report, 0, expect=rep.ABSENT) == []
     assert rep.problems(report, 0, expect=rep.PRESENT) == ["verdict is absent, expected present"]

@@ -104,21 +104,23 @@ class Loopback(AioFunction):
             self.counters["dropped_zlps"] += 1
 
     def _write_done(self, i: int, res: int) -> None:
-        if res == -errno.EAGAIN:  # IN was disabled before the echo could be queued
-            self._dropped(i, self.sizes[i])
-            return
         if res < 0:
-            self.failed("in", res)
+            # EAGAIN: IN was disabled before the echo could be queued; ESHUTDOWN/ECONNRESET:
+            # disabled (SET_INTERFACE, SET_CONFIGURATION, reset) before the host read it.
+            if self.failed("in", res):
+                self._dropped(i, self.sizes[i])
+                return
+            self._dropped(i, self.sizes[i], "IN " + errno.errorcode.get(-res, str(res)))
         else:
             self.counters["bytes_looped"] += res
-        self.idle.append(i)
+            self.idle.append(i)
         self._fill()
 
-    def _dropped(self, i: int, size: int) -> None:
-        """IN refused the echo (the host disabled the function meanwhile): counted, never silent."""
+    def _dropped(self, i: int, size: int, why: str = "IN disabled") -> None:
+        """IN refused or cut off the echo (the host disabled the function meanwhile): counted,
+        never silent."""
         self.counters["dropped_bytes"] += size
-        self.warnings.warn("dropped", "%d bytes read from OUT could not be echoed: IN disabled",
-                           size)
+        self.warnings.warn("dropped", "%d bytes read from OUT could not be echoed: %s", size, why)
         self.idle.append(i)
 
     # --- vendor requests --------------------------------------------------------------------

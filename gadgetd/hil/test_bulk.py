@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 
 import pytest
 import usb.core
@@ -53,3 +54,23 @@ def test_halt_and_clear_halt(loopback, direction):
     assert not _endpoint_halted(loopback, ep)
     data = os.urandom(3 * loopback.max_packet + 1)
     assert loopback.loopback(data) == data
+
+
+def test_echo_cut_off_by_set_interface_is_counted(loopback):
+    """OUT data the device read, whose echo the host had not read when SET_INTERFACE disabled
+    the endpoints: counted as dropped (never silently lost), and nothing stale comes back."""
+    keys = ("bytes_out", "bytes_looped", "dropped_bytes")
+    before = loopback.status()["counters"]
+    loopback.send(os.urandom(1000))
+    loopback.set_interface_raw(0)
+    deadline = time.monotonic() + 10
+    while True:
+        after = loopback.status()["counters"]
+        moved = {k: after.get(k, 0) - before.get(k, 0) for k in keys}
+        if moved["bytes_looped"] + moved["dropped_bytes"] >= 1000 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert moved == {"bytes_out": 1000, "bytes_looped": 0, "dropped_bytes": 1000}
+    with pytest.raises(usb.core.USBTimeoutError):
+        loopback.dev.read(loopback.ep_in, loopback.max_packet, 200)
+    assert loopback.loopback(b"after the reset") == b"after the reset"

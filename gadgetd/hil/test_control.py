@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 
 import pytest
 import usb.core
 
-from gadgetd.host.device import ECHO_OUT, VENDOR_IN, VENDOR_OUT
+from gadgetd.host import usbfs
+from gadgetd.host.device import ECHO_IN, ECHO_OUT, STATUS, VENDOR_IN, VENDOR_OUT
 
 
 def test_set_configuration(device, loopback):
@@ -97,3 +99,33 @@ def test_abandoned_control_transfers_do_not_wedge_ep0(loopback):
     assert abandoned, "no transfer was abandoned: the 1 ms timeout never fired"
     assert loopback.echo(b"not wedged") == b"not wedged"
     assert loopback.loopback(b"not wedged") == b"not wedged"
+
+
+@pytest.mark.parametrize("stored", [0, 1, 63, 64, 128, 512, 4095])
+def test_reply_shorter_than_wlength(loopback, stored):
+    """ECHO_IN asks for 4096 bytes and the device holds `stored`: a short data stage, ended by
+    a short packet or, at a multiple of ep0's packet size, by a zero-length packet."""
+    data = os.urandom(stored)
+    loopback.echo(data)
+    assert bytes(loopback.dev.ctrl_transfer(VENDOR_IN, ECHO_IN, 0, loopback.interface_number,
+                                            4096, loopback.timeout)) == data
+    assert loopback.loopback(b"after a short stage") == b"after a short stage"
+
+
+def test_wlength_beyond_4096(loopback):
+    """libusb refuses these; a host can send them (usbfs URBs). Kernels since 5.16 clamp an IN
+    request to 4096 and STALL an OUT one in composite; older ones pass them to f_fs, where the
+    daemon answers at most 4096 bytes and STALLs the echo it cannot store. Either way the host
+    gets 4096 bytes or a STALL, and the device keeps serving."""
+    data = os.urandom(4096)
+    assert loopback.echo(data) == data
+    n = loopback.interface_number
+    for length in (4097, 8192, 65535):
+        assert usbfs.control(loopback.dev, VENDOR_IN, ECHO_IN, 0, n, length) == data
+        with pytest.raises(OSError) as exc:
+            usbfs.control(loopback.dev, VENDOR_OUT, ECHO_OUT, 0, n, os.urandom(length))
+        assert exc.value.errno == errno.EPIPE
+    status = json.loads(usbfs.control(loopback.dev, VENDOR_IN, STATUS, 0, n, 65535))
+    assert status["name"] == loopback.status()["name"]
+    assert loopback.echo(b"still serving") == b"still serving"
+    assert loopback.loopback(b"still serving") == b"still serving"

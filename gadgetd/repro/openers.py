@@ -22,8 +22,8 @@ from pathlib import Path
 
 from gadgetd.model import BLOCKING, NONBLOCK, NONBLOCK_ONCE
 from gadgetd.open_policy import DeadlineExceeded, Ep0OpenPolicy, RetryStats
+from gadgetd.repro.report import BLOCKING_DEADLINE
 
-BLOCKING_DEADLINE = 2.0  # seconds a blocking open may wait before it counts as missed
 POLICY = Ep0OpenPolicy(NONBLOCK)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 
 from gadgetd.model import BLOCKING, NONBLOCK
@@ -12,6 +13,17 @@ EXIT_STATUS = {ABSENT: 0, PRESENT: 1, INCONCLUSIVE: 125}
 SCENARIOS = ("contended_open", "deactivated_set_alt", "open_race", "deactivated_reopen")
 # The verdict is about the open() regression; the other two probe older races beside it.
 VERDICT_SCENARIOS = ("contended_open", "deactivated_reopen")
+# A hang is proven by HANG_SAMPLES samples of the task, HANG_INTERVAL s apart, each in state D
+# (uninterruptible) with an f_fs or mutex frame on its kernel stack.
+HANG_SAMPLES, HANG_INTERVAL = 3, 1.0
+HANG_FRAME = re.compile(r"ffs_|f_fs|functionfs|mutex")
+# "absent" needs proof that the mutex was contended: this many contended opens, host requests
+# the device answered and SETUPs the daemon handled (contended_open's counts).
+MIN_CONTENTION = {"attempts": 200, "host_served": 100, "daemon_setups": 50}
+# A blocking open that missed its deadline counts only if the deadline is this many times the
+# p99 of uncontended opens measured in the same run (a slow machine is not a slow kernel).
+SLOW_FACTOR = 20
+BLOCKING_DEADLINE = 2.0  # seconds a contended blocking open may wait before it counts as missed
 
 
 @dataclass
@@ -45,29 +57,63 @@ def percentiles(samples: list[float]) -> dict:
             "max": round(ordered[-1] * 1e3, 3)}
 
 
+def hang_proven(hang: dict | None) -> bool:
+    """Whether a task's samples prove it stuck in f_fs: HANG_SAMPLES of them, HANG_INTERVAL s
+    apart or more, each in state D with an f_fs or mutex frame."""
+    samples = (hang or {}).get("samples", [])
+    times = [s.get("t", 0.0) for s in samples]
+    return (len(samples) >= HANG_SAMPLES
+            and all(b - a >= HANG_INTERVAL for a, b in zip(times, times[1:], strict=False))
+            and all(s.get("state") == "D" and any(map(HANG_FRAME.search, s.get("stack", [])))
+                    for s in samples))
+
+
+def slow_baseline(contended: ScenarioResult) -> bool:
+    """True when uncontended opens were too slow (or not measured) for BLOCKING_DEADLINE to
+    tell an open that waited."""
+    p99 = contended.latency_ms.get("baseline", {}).get("p99")
+    return p99 is None or p99 * SLOW_FACTOR > BLOCKING_DEADLINE * 1e3
+
+
+def contention_shortfall(contended: ScenarioResult) -> str | None:
+    """What contended_open lacked to show ffs->mutex contended (None: enough of everything).
+    Host requests are counted only where the host is this machine (host_served recorded)."""
+    have = {"attempts": contended.attempts, **contended.counts}
+    short = [f"{have.get(key, 0)} {key.replace('_', ' ')} (needs {need})"
+             for key, need in MIN_CONTENTION.items()
+             if (key in have or key != "host_served") and have.get(key, 0) < need]
+    return ", ".join(short) or None
+
+
 def overall_verdict(results: dict[str, ScenarioResult], nonblock: bool) -> tuple[str, str]:
     """(verdict, reason). Present: an O_NDELAY open saw EAGAIN in contended_open, a blocking open
-    there waited past its deadline, or deactivated_reopen hung. Absent: both ran fully and saw
-    neither. Otherwise inconclusive."""
+    there waited past its deadline (against a fast enough baseline), or deactivated_reopen hung
+    (proven). Absent: both ran fully with proof of contention and saw none of that. Otherwise
+    inconclusive."""
     contended = results.get("contended_open")
     reopen = results.get("deactivated_reopen")
     if contended and contended.counts.get("eagain_no_retry", 0) > 0:
         return PRESENT, (f"O_NDELAY open of ep0/epN failed with EAGAIN "
                          f"{contended.counts['eagain_no_retry']} times while ffs->mutex was busy")
-    if contended and contended.counts.get("deadline_missed", 0) > 0:
-        return PRESENT, (f"{contended.counts['deadline_missed']} blocking opens waited past "
-                         "their deadline")
-    if reopen and reopen.hang:
+    missed = contended.counts.get("deadline_missed", 0) if contended else 0
+    if missed and not slow_baseline(contended):
+        return PRESENT, (f"{missed} blocking opens waited past their {BLOCKING_DEADLINE:g} s deadline "
+                         f"(uncontended p99 {contended.latency_ms['baseline']['p99']} ms)")
+    if reopen and hang_proven(reopen.hang):
         return PRESENT, (f"reopening a deactivated, bound instance hung "
-                         f"(task state {reopen.hang.get('state')})")
-    ran_fully = all(results.get(n) and results[n].completed and results[n].attempts > 0
-                    for n in VERDICT_SCENARIOS)
-    if ran_fully:
-        mode = "O_NDELAY" if nonblock else "blocking"
-        return ABSENT, (f"{contended.attempts} contended {mode} opens without the regression's "
-                        "symptom and a clean reopen of a deactivated instance")
-    missing = [n for n in VERDICT_SCENARIOS if not (results.get(n) and results[n].completed)]
-    return INCONCLUSIVE, f"not run to completion: {', '.join(missing) or 'none'}"
+                         f"({len(reopen.hang['samples'])} samples in state D inside f_fs)")
+    if missed:
+        return INCONCLUSIVE, (f"{missed} blocking opens missed their deadline, but uncontended "
+                              "opens were too slow to tell")
+    missing = [n for n in VERDICT_SCENARIOS if not (results.get(n) and results[n].completed
+                                                     and results[n].attempts > 0)]
+    if missing:
+        return INCONCLUSIVE, f"not run to completion: {', '.join(missing)}"
+    if shortfall := contention_shortfall(contended):
+        return INCONCLUSIVE, f"too little contention to call it absent: {shortfall}"
+    mode = "O_NDELAY" if nonblock else "blocking"
+    return ABSENT, (f"{contended.attempts} contended {mode} opens without the regression's "
+                    "symptom and a clean reopen of a deactivated instance")
 
 
 def build_report(kernel: str, nonblock: bool, results: dict[str, ScenarioResult],
@@ -130,6 +176,9 @@ def problems(report: dict, exit_status: int, expect: str | None = None) -> list[
             found.append(f"scenario {name} made no attempts")
         elif s.get("verdict") not in EXIT_STATUS:
             found.append(f"scenario {name} has verdict {s.get('verdict')!r}")
+        if s and s.get("hang") and not hang_proven(s["hang"]):
+            found.append(f"scenario {name}: a hang without proof (needs {HANG_SAMPLES} samples "
+                         f"{HANG_INTERVAL:g} s apart in state D inside f_fs)")
         for key, value in (s or {}).get("counts", {}).items():
             if key.endswith("_policy_deadline_failures") and value:
                 found.append(f"scenario {name}: gadgetd's retry policy missed its deadline "

@@ -12,12 +12,27 @@ import sys
 import time
 from pathlib import Path
 
-from gadgetd import ffs, templates, udc
+from gadgetd import ffs, runstate, templates, udc
 from gadgetd.errors import SetupError
+from gadgetd.repro.report import HANG_INTERVAL, HANG_SAMPLES, hang_proven
 from gadgetd.strategy import GadgetStrategy, local_host_sees
 from gadgetd.syscalls import task_state
 
 STARTUP_TIMEOUT = 120.0  # seconds a child interpreter may take to start on a loaded machine
+OPEN_GRACE = 5.0  # more seconds for an opener that was in state D but not proven stuck
+
+
+def sample_hang(pid: int) -> dict:
+    """Up to HANG_SAMPLES samples of a task, HANG_INTERVAL s apart (stopping once it leaves state
+    D): the last one's fields at the top, all of them under "samples" (see report.hang_proven)."""
+    samples = []
+    while len(samples) < HANG_SAMPLES:
+        if samples:
+            time.sleep(HANG_INTERVAL * 1.02)
+        samples.append({**task_state(pid), "t": round(time.monotonic(), 3)})
+        if samples[-1]["state"] != "D":
+            break
+    return {**samples[-1], "samples": samples}
 
 
 class RemoteHost:
@@ -98,6 +113,12 @@ class Rig:
     def unbind(self) -> None:
         self.strategy.transition("unbound")
 
+    def daemon_setups(self) -> int:
+        """SETUPs the running daemon's function has handled (its last status, once a second)."""
+        state = runstate.read(self.spec.name) or {}
+        function = state.get("functions", {}).get(self.fn.name, {})
+        return function.get("counters", {}).get("setups", 0)
+
     def bound(self) -> bool:
         return bool(self.strategy.bound_udc())
 
@@ -110,11 +131,12 @@ class Rig:
 
         The deadline counts from the child's "opening" line, so a slow interpreter start on a
         loaded machine is not mistaken for a stuck open. Evidence of a task stuck in the kernel
-        has state D (uninterruptible sleep): such a task cannot be killed and is left where it
-        is. A child still running in any other state is killed and raised as repro's own error.
+        is what report.hang_proven asks (samples in state D inside f_fs): such a task cannot be
+        killed and is left where it is. A child still running otherwise gets OPEN_GRACE more
+        seconds, then is killed and raised as repro's own error.
         """
         lines = []
-        started = False
+        started = graced = False
         end = time.monotonic() + STARTUP_TIMEOUT
         while True:
             remaining = end - time.monotonic()
@@ -131,7 +153,12 @@ class Rig:
                 continue
             evidence = task_state(proc.pid)
             if started and evidence.get("state") == "D":
-                return None, evidence
+                evidence = sample_hang(proc.pid)
+                if hang_proven(evidence):
+                    return None, evidence
+                if not graced:  # it left D, or is in D elsewhere: it may still finish
+                    graced, end = True, time.monotonic() + OPEN_GRACE
+                    continue
             proc.kill()
             phase = "its open" if started else "start-up"
             raise SetupError(f"opener {proc.args[3:5]} did not finish {phase} in time "

@@ -16,11 +16,20 @@ from gadgetd import wire
 from gadgetd.errors import SetupError
 from gadgetd.model import BLOCKING, NONBLOCK, NONBLOCK_ONCE
 from gadgetd.repro.kernel_log import KernelLog
-from gadgetd.repro.report import ABSENT, INCONCLUSIVE, PRESENT, ScenarioResult, percentiles
-from gadgetd.repro.rig import STARTUP_TIMEOUT, Rig
-from gadgetd.syscalls import task_state
+from gadgetd.repro.report import (
+    ABSENT,
+    INCONCLUSIVE,
+    PRESENT,
+    ScenarioResult,
+    contention_shortfall,
+    hang_proven,
+    percentiles,
+    slow_baseline,
+)
+from gadgetd.repro.rig import STARTUP_TIMEOUT, Rig, sample_hang
 
 OPEN_DEADLINE = 10.0  # seconds before a single open counts as hung
+BASELINE_SECONDS = 1.0  # uncontended blocking opens measured before each contended phase
 RACERS, RACE_ROUNDS = 6, 2
 
 
@@ -38,9 +47,13 @@ def contended_open(rig: Rig, nonblock: bool, duration: float) -> ScenarioResult:
     phases = (NONBLOCK_ONCE, NONBLOCK) if nonblock else (BLOCKING,)
     slot = duration / (2 * len(phases))
     counts: Counter = Counter()
-    latencies: dict[str, list[float]] = {p: [] for p in phases}
+    latencies: dict[str, list[float]] = {p: [] for p in phases} | {"baseline": []}
     for daemon_nonblock in (False, True):
         rig.serve(no_disconnect=False, daemon_nonblock=daemon_nonblock)
+        if not nonblock:  # what a blocking open costs here with no host traffic
+            proc = rig.run_opener("loop", BLOCKING, BASELINE_SECONDS, rig.ep0, *rig.ep_files)
+            latencies["baseline"] += rig.wait_opener(proc, BASELINE_SECONDS + OPEN_DEADLINE)[0][
+                "latencies"]
         storm = rig.host.storm()
         try:
             for phase in phases:
@@ -59,10 +72,13 @@ def contended_open(rig: Rig, nonblock: bool, duration: float) -> ScenarioResult:
             if storm is not None:
                 host = storm.stop()
                 counts["host_requests"] += sum(host.values())
+                counts["host_served"] += sum(v for k, v in host.items() if k.endswith(":ok"))
                 counts["host_stalls"] += sum(v for k, v in host.items() if k.endswith("EPIPE"))
+        time.sleep(1.2)  # the daemon's status, written once a second, catches up
+        counts["daemon_setups"] += rig.daemon_setups()
         rig.stop()
     result.attempts = sum(counts[f"{p}_attempts"] for p in phases)
-    result.latency_ms = {p: percentiles(v) for p, v in latencies.items()}
+    result.latency_ms = {p: percentiles(v) for p, v in latencies.items() if v}
     if nonblock:
         counts["eagain_no_retry"] = counts[f"{NONBLOCK_ONCE}_EAGAIN"]
         failures = counts[f"{NONBLOCK}_policy_deadline_failures"]
@@ -73,10 +89,13 @@ def contended_open(rig: Rig, nonblock: bool, duration: float) -> ScenarioResult:
         present = counts["eagain_no_retry"] > 0
     else:
         counts["deadline_missed"] = counts["blocking_deadline_missed"]
-        present = counts["deadline_missed"] > 0
+        present = counts["deadline_missed"] > 0 and not slow_baseline(result)
     result.counts = {k: v for k, v in counts.items() if v}
+    if rig.host.observable:
+        result.counts.setdefault("host_served", 0)  # counted here, so held to its minimum
     result.completed = result.attempts > 0
-    result.verdict = PRESENT if present else ABSENT if result.completed else INCONCLUSIVE
+    result.verdict = (PRESENT if present else INCONCLUSIVE if not result.completed
+                      or contention_shortfall(result) else ABSENT)
     return _finish(result, log, rig)
 
 
@@ -158,8 +177,8 @@ def _race_round(rig: Rig, mode: str, blobs: tuple[Path, Path]) -> dict:
         for r in racers:
             line = rig.read_line(r, OPEN_DEADLINE)
             if line is None:
-                evidence = task_state(r.pid)
-                if evidence.get("state") == "D":
+                evidence = sample_hang(r.pid)
+                if hang_proven(evidence):
                     return {"hang": evidence}
                 raise SetupError(f"a racer did not report (state {evidence.get('state')})")
             results.append(json.loads(line))

@@ -37,7 +37,7 @@ def traced(*inject: str, log: Path | None = None, paths=()) -> tuple[str, ...]:
     """strace in front of gadgetd: -e inject=... on the supervisor only (no -f: workers are not
     traced); with `paths`, only on syscalls on those paths. (With --seccomp-bpf, which needs
     -f, strace 6.1 injected no signal at all here.)"""
-    return ("strace", "-qq", "-ttt", "-e", "signal=none",
+    return ("strace", "-qq", "-ttt", "-y", "-e", "signal=none",
             "-o", str(log or "/dev/null"),
             "-e", f"trace={','.join(STEPS)},write", *(a for p in paths for a in ("-P", str(p))),
             *(a for i in inject for a in ("-e", i)), "--", *GADGETD)
@@ -74,8 +74,8 @@ def no_residue(spec) -> None:
 
 
 @pytest.fixture(scope="module")
-def steps(tmp_path_factory) -> collections.Counter:
-    """How many times a plain bring-up makes each step's syscall (counted, not assumed)."""
+def bring_up(tmp_path_factory) -> list[str]:
+    """The supervisor's traced calls of a plain bring-up, up to its first bind."""
     loopback_template = templates.path("loopback")
     log = tmp_path_factory.mktemp("steps") / "steps.strace"
     tracer = subprocess.Popen(traced(log=log) + ("run", str(loopback_template)))
@@ -83,9 +83,21 @@ def steps(tmp_path_factory) -> collections.Counter:
     os.kill(gadget_pid(tracer.pid), signal.SIGTERM)
     assert tracer.wait(60) == 0
     lines = log.read_text().splitlines()
-    first_bind = next(i for i, line in enumerate(lines) if '"dummy_udc' in line)
-    return collections.Counter(name for _, name in map(_call, lines[:first_bind])
-                               if name in STEPS)
+    return lines[:next(i for i, line in enumerate(lines) if '"dummy_udc' in line)]
+
+
+@pytest.fixture(scope="module")
+def steps(bring_up) -> collections.Counter:
+    """How many times a plain bring-up makes each step's syscall (counted, not assumed)."""
+    return collections.Counter(name for _, name in map(_call, bring_up) if name in STEPS)
+
+
+@pytest.fixture(scope="module")
+def attributes(bring_up) -> list[str]:
+    """The configfs attributes a plain bring-up writes, in order (strace -y names each fd)."""
+    written = [line.split("<", 1)[1].split(">", 1)[0] for line in bring_up
+               if _call(line)[1] == "write" and "</sys/kernel/config/" in line]
+    return list(dict.fromkeys(written))
 
 
 def test_sigkill_during_bring_up_does_not_block_the_next_start(daemon, loopback_template):
@@ -163,6 +175,25 @@ def test_bring_up_step_failing_leaves_nothing(loopback_template, steps, error):
         no_residue(spec)
     save_figures({"suite": f"{error}_at_each_bring_up_step", **outcomes})
     assert outcomes["refused"] >= 2
+
+
+@pytest.mark.parametrize("error", ["ENOSPC", "EROFS", "EINVAL"] if FULL else ["EINVAL"])
+def test_configfs_attribute_write_failing_leaves_nothing(loopback_template, attributes, error):
+    """Each configfs attribute write of bring-up fails in turn (make test: the first and the
+    last): never served without it, a one-line error naming the attribute, nothing left."""
+    spec = template.load(loopback_template)
+    assert any(a.endswith("/idVendor") for a in attributes), attributes
+    for path in attributes if FULL else [attributes[0], attributes[-1]]:
+        status, stderr, served = until_served_or_failed(
+            traced(f"inject=write:error={error}:when=1", paths=[path])
+            + ("run", str(loopback_template)), spec)
+        where = f"{path} {error}: {status} {stderr}"
+        assert not served and status == 3, where
+        errors = [line for line in stderr.splitlines() if line.startswith("gadgetd: error:")]
+        assert len(errors) == 1 and Path(path).name in errors[0], where
+        assert "Traceback" not in stderr, where
+        no_residue(spec)
+    save_figures({"suite": f"{error}_at_each_attribute", "attributes": len(attributes)})
 
 
 def _tracer_attached(pid: int) -> bool:

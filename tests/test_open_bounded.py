@@ -1,0 +1,68 @@
+"""The bounded blocking open: a deadline interrupts it, a late timer costs nothing (pure
+userspace: a FIFO without a writer blocks open(2) like a busy ffs->mutex)."""
+
+import os
+import signal
+import time
+
+import pytest
+
+from gadgetd import syscalls
+from gadgetd.ffs import open_bounded
+from gadgetd.open_policy import DeadlineExceeded
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_blocked_open_ends_at_its_deadline(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    before = open_fds()
+    start = time.monotonic()
+    with pytest.raises(DeadlineExceeded):
+        open_bounded(fifo, os.O_RDONLY, 0.2)
+    assert 0.2 <= time.monotonic() - start < 2.0
+    assert open_fds() == before
+
+
+def test_a_timer_firing_right_after_the_open_returned_is_no_miss(tmp_path, monkeypatch):
+    """SIGALRM lands after open(2) returned, before the timer is cancelled (here made certain by
+    raising it there). With a handler that raised, that open was counted as a miss and its fd
+    was leaked."""
+    path = tmp_path / "file"
+    path.write_bytes(b"")
+    real = syscalls.open_interruptible
+
+    def open_then_alarm(*args):
+        fd = real(*args)
+        signal.raise_signal(signal.SIGALRM)  # runs the Python handler before returning
+        return fd
+
+    monkeypatch.setattr(syscalls, "open_interruptible", open_then_alarm)
+    before = open_fds()
+    fd = open_bounded(path, os.O_RDONLY, 1.0)
+    assert os.get_inheritable(fd) is False
+    os.close(fd)
+    assert open_fds() == before
+
+
+def test_signals_before_the_deadline_do_not_end_the_wait(tmp_path):
+    """Another signal interrupting the wait early (a child's SIGCHLD) does not end it: the open
+    is retried until its deadline."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(0.1)
+        os._exit(0)
+    previous = signal.signal(signal.SIGCHLD, lambda *a: None)
+    try:
+        start = time.monotonic()
+        with pytest.raises(DeadlineExceeded):
+            open_bounded(fifo, os.O_RDONLY, 0.5)
+        assert time.monotonic() - start >= 0.5
+    finally:
+        signal.signal(signal.SIGCHLD, previous)
+        os.waitpid(pid, 0)
