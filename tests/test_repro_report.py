@@ -182,7 +182,7 @@ def test_an_unexpected_exception_is_inconclusive_never_bad(monkeypatch):
 
     class StuckRig:
         def __init__(self, *args):
-            pass
+            self.daemon_failures = []
 
         def choose_host(self):
             pass
@@ -226,3 +226,39 @@ def test_problems_flag_a_wrong_verdict_and_gadgetds_own_failures():
         "scenario contended_open: gadgetd's retry policy missed its deadline 2 times",
         "scenario deactivated_set_alt: gadgetd run exited 1: boom"]
     assert "GADGETD FAILED: gadgetd run exited 1: boom" in rep.render_table(report)
+
+
+def test_a_setup_hiccup_is_tried_again_and_nothing_of_it_is_lost(monkeypatch):
+    """An attempt that fails (a slow enumeration) is retried inside the scenario; its note and
+    gadgetd's failure in it stay in the result."""
+    from gadgetd.errors import SetupError
+    from gadgetd.repro import runner
+
+    class Rig:
+        daemon_failures: list = []
+        cleanups = 0
+
+        def cleanup(self):
+            self.cleanups += 1
+
+    calls = []
+
+    def flaky(rig, nonblock, duration):
+        calls.append(1)
+        if len(calls) == 1:
+            rig.daemon_failures.append("gadgetd run exited 3: no device")
+            raise SetupError("device did not enumerate in 30 s")
+        return done("contended_open", attempts=500, counts=dict(CONTENDED))
+
+    monkeypatch.setattr(runner, "ALL", {"contended_open": flaky})
+    rig = Rig()
+    result = runner._run_scenario(rig, "contended_open", True, 1.0)
+    assert len(calls) == 2 and result.verdict == rep.ABSENT and rig.cleanups >= 1
+    assert result.notes == ["attempt 1 inconclusive, tried again: repro failed: device did not "
+                            "enumerate in 30 s"]
+    assert result.gadgetd_failures == ["gadgetd run exited 3: no device"]
+    calls.clear()
+    monkeypatch.setattr(runner, "ALL", {"contended_open": lambda *a: rep.ScenarioResult(
+        "contended_open", notes=["too quiet"])})
+    result = runner._run_scenario(rig, "contended_open", True, 1.0)
+    assert result.verdict == rep.INCONCLUSIVE and len(result.notes) == runner.SCENARIO_ATTEMPTS

@@ -15,7 +15,7 @@ from pathlib import Path
 from gadgetd import ffs, runstate, templates, udc
 from gadgetd.errors import SetupError
 from gadgetd.repro.report import HANG_INTERVAL, HANG_SAMPLES, hang_proven
-from gadgetd.strategy import GadgetStrategy, local_host_sees
+from gadgetd.strategy import USB_DEVICES, GadgetStrategy, local_host_sees
 from gadgetd.syscalls import task_state
 
 STARTUP_TIMEOUT = 120.0  # seconds a child interpreter may take to start on a loaded machine
@@ -78,9 +78,15 @@ class Rig:
         return self.strategy.ep_files
 
     def choose_host(self) -> None:
-        """Local pyusb host if this machine's host controller enumerates the gadget."""
+        """Local pyusb host if this machine's host controller enumerates the gadget (looked at
+        twice, the gadget served again in between, where this machine has a USB host)."""
         self.serve(no_disconnect=False, daemon_nonblock=False)
-        if local_host_sees(self.spec, 20):
+        seen = local_host_sees(self.spec, 20)
+        if not seen and any(USB_DEVICES.glob("usb*")):  # a host is here: a second look, re-served
+            self.stop()
+            self.serve(no_disconnect=False, daemon_nonblock=False)
+            seen = local_host_sees(self.spec, 20)
+        if seen:
             from gadgetd.repro.local_host import LocalHost  # pyusb: only when it can serve
 
             self.host = LocalHost(self.spec.id_vendor, self.spec.id_product)

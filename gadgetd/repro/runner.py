@@ -21,6 +21,8 @@ from gadgetd.repro import report as rep
 from gadgetd.repro.rig import Rig, environment_problem
 from gadgetd.repro.scenarios import ALL
 
+SCENARIO_ATTEMPTS = 3
+
 
 def run(nonblock: bool, names: list[str], duration: float, as_json: bool,
         record: Path | None, template: Path | None = None, out=sys.stdout) -> int:
@@ -48,12 +50,7 @@ def run(nonblock: bool, names: list[str], duration: float, as_json: bool,
                 else:
                     print(f"repro: {name} ...", file=sys.stderr, flush=True)
                     start = time.monotonic()
-                    try:
-                        results[name] = ALL[name](rig, nonblock, duration)
-                    except Exception as exc:  # this scenario is inconclusive; the others count
-                        results[name] = rep.ScenarioResult(name, notes=[
-                            f"repro failed: {_describe(exc)}"])
-                        rig.cleanup()
+                    results[name] = _run_scenario(rig, name, nonblock, duration)
                     results[name].seconds = round(time.monotonic() - start, 1)
                     stuck = results[name].hang is not None
                     print(f"repro: {name}: {results[name].verdict}", file=sys.stderr, flush=True)
@@ -68,6 +65,33 @@ def run(nonblock: bool, names: list[str], duration: float, as_json: bool,
     out.write((rep.dumps(report) if as_json else rep.render_table(report)) + "\n")
     out.flush()
     return rep.EXIT_STATUS[report["verdict"]]
+
+
+def _run_scenario(rig: Rig, name: str, nonblock: bool, duration: float) -> rep.ScenarioResult:
+    """The scenario, tried again (up to SCENARIO_ATTEMPTS) while it ends inconclusive without a
+    stuck task: a setup hiccup (a slow enumeration, a host that needs a second look) is not the
+    kernel's answer. Earlier attempts stay in the notes, and gadgetd's failures in any of them
+    in gadgetd_failures."""
+    notes, failures = [], []
+    for attempt in range(1, SCENARIO_ATTEMPTS + 1):
+        try:
+            result = ALL[name](rig, nonblock, duration)
+        except Exception as exc:  # this scenario is inconclusive; the others count
+            result = rep.ScenarioResult(name, notes=[f"repro failed: {_describe(exc)}"])
+            rig.cleanup()
+        result.gadgetd_failures += rig.daemon_failures
+        rig.daemon_failures.clear()
+        if result.hang is not None or result.verdict != rep.INCONCLUSIVE:
+            break
+        if attempt < SCENARIO_ATTEMPTS:
+            notes.append(f"attempt {attempt} inconclusive, tried again: "
+                         + ("; ".join(result.notes) or "no reason given"))
+            failures += result.gadgetd_failures
+            rig.cleanup()
+    result.notes = notes + result.notes
+    result.gadgetd_failures = failures + result.gadgetd_failures + rig.daemon_failures
+    rig.daemon_failures.clear()
+    return result
 
 
 def _describe(exc: Exception) -> str:
