@@ -74,7 +74,7 @@ out/example-wheels/.built: $(wildcard examples/gadgetd-greeting/*.toml examples/
 
 vm-test: setup $(BUILD)/testusb out/example-wheels/.built ## VM: kernel and fault tests (1/10 counts), systemd unit, HIL suite at 3 speeds
 	$(HIL) vm --kernel $(KERNEL) --speed high --results out/faults-$(KERNEL_TAG) -- sh -c \
-	  '$(PY) -m pytest -q -m vm tests/vm && $(HIL) local $(TEMPLATE) -q'
+	  '$(PY) -m pytest -q --durations=12 -m vm tests/vm && $(HIL) local $(TEMPLATE) -q'
 	$(HIL) vm --kernel $(KERNEL) --systemd -- $(PY) -m pytest -q -m systemd tests/vm
 	$(HIL) vm --kernel $(KERNEL) --speed full -- $(HIL) local $(TEMPLATE) -q
 	$(HIL) vm --kernel $(KERNEL) --speed super -- $(HIL) local $(TEMPLATE) -q

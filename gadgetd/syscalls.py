@@ -23,6 +23,8 @@ def write_attr(path: Path, value: str | int) -> None:
     fd = os.open(path, os.O_WRONLY)
     try:
         os.write(fd, f"{value}\n".encode())
+    except OSError as exc:  # name the attribute and the value (write(2) names neither)
+        raise OSError(exc.errno, f"{exc.strerror}, value {str(value)!r}", str(path)) from None
     finally:
         os.close(fd)
 

@@ -57,20 +57,28 @@ def test_halt_and_clear_halt(loopback, direction):
 
 
 def test_echo_cut_off_by_set_interface_is_counted(loopback):
-    """OUT data the device read, whose echo the host had not read when SET_INTERFACE disabled
-    the endpoints: counted as dropped (never silently lost), and nothing stale comes back."""
+    """OUT data the device read, whose echo was queued on IN but not read by the host when
+    SET_INTERFACE disabled the endpoints: counted as dropped (never silently lost), and nothing
+    stale comes back after."""
     keys = ("bytes_out", "bytes_looped", "dropped_bytes")
     before = loopback.status()["counters"]
-    loopback.send(os.urandom(1000))
-    loopback.set_interface_raw(0)
-    deadline = time.monotonic() + 10
-    while True:
+
+    def moved() -> dict:
         after = loopback.status()["counters"]
-        moved = {k: after.get(k, 0) - before.get(k, 0) for k in keys}
-        if moved["bytes_looped"] + moved["dropped_bytes"] >= 1000 or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    assert moved == {"bytes_out": 1000, "bytes_looped": 0, "dropped_bytes": 1000}
+        return {k: after.get(k, 0) - before.get(k, 0) for k in keys}
+
+    def wait_for(done) -> dict:
+        deadline = time.monotonic() + 10
+        while not done(now := moved()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return now
+
+    loopback.send(os.urandom(1000))
+    # Status comes from the loop that read OUT: once it says so, the echo is queued on IN.
+    assert wait_for(lambda m: m["bytes_out"] == 1000)["bytes_out"] == 1000
+    loopback.set_interface_raw(0)
+    counted = wait_for(lambda m: m["bytes_looped"] + m["dropped_bytes"] >= 1000)
+    assert counted == {"bytes_out": 1000, "bytes_looped": 0, "dropped_bytes": 1000}
     with pytest.raises(usb.core.USBTimeoutError):
         loopback.dev.read(loopback.ep_in, loopback.max_packet, 200)
     assert loopback.loopback(b"after the reset") == b"after the reset"

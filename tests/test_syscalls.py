@@ -1,9 +1,10 @@
-"""The bounded blocking open: a deadline interrupts it, a late timer costs nothing (pure
-userspace: a FIFO without a writer blocks open(2) like a busy ffs->mutex)."""
+"""syscalls: the bounded open (a deadline interrupts it, a late timer costs nothing; a FIFO
+without a writer blocks open(2) like a busy ffs->mutex) and attribute writes (pure userspace)."""
 
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -66,3 +67,11 @@ def test_signals_before_the_deadline_do_not_end_the_wait(tmp_path):
     finally:
         signal.signal(signal.SIGCHLD, previous)
         os.waitpid(pid, 0)
+
+
+def test_a_failed_attribute_write_names_the_attribute_and_the_value():
+    """write(2) errors carry no file name: bring-up's one-line error would name nothing."""
+    with pytest.raises(OSError) as exc:
+        syscalls.write_attr(Path("/dev/full"), "0x1d6b")  # every write: ENOSPC
+    assert exc.value.filename == "/dev/full"
+    assert "value '0x1d6b'" in exc.value.strerror
