@@ -52,8 +52,12 @@ def contended_open(rig: Rig, nonblock: bool, duration: float) -> ScenarioResult:
         rig.serve(no_disconnect=False, daemon_nonblock=daemon_nonblock)
         if not nonblock:  # what a blocking open costs here with no host traffic
             proc = rig.run_opener("loop", BLOCKING, BASELINE_SECONDS, rig.ep0, *rig.ep_files)
-            latencies["baseline"] += rig.wait_opener(proc, BASELINE_SECONDS + OPEN_DEADLINE)[0][
-                "latencies"]
+            out, hang = rig.wait_opener(proc, BASELINE_SECONDS + OPEN_DEADLINE)
+            if hang:  # uncontended, and still stuck in f_fs: as much a verdict as a contended hang
+                result.hang = hang
+                result.notes.append("the uncontended baseline opener stopped returning")
+                return _finish(result, log, rig)
+            latencies["baseline"] += out["latencies"]
         storm = rig.host.storm()
         try:
             for phase in phases:
