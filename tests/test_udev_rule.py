@@ -44,3 +44,14 @@ def test_plain_serial_and_group_accepted():
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[-1].endswith(
         'ATTR{serial}=="0123-ABC_x.y ~!", MODE="0660", GROUP="_usb-users2", TAG+="uaccess"')
+
+
+@pytest.mark.parametrize("device", ["1d6b", "1d6b:", ":0104", "zz:0104", "1d6b:0104:1",
+                                    "10000:0104", "-1:0104", ""])
+def test_device_that_is_not_vid_pid_refused(device):
+    proc = subprocess.run([sys.executable, "-m", "gadgetd.host.cli", "udev-rule", "--device",
+                           device], capture_output=True, text=True, check=False)
+    assert proc.returncode == 2 and proc.stdout == "" and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines()[-1] == (
+        f"Error: Invalid value for '--device': {device!r} is not VID:PID "
+        "(two hex numbers up to ffff, e.g. 1d6b:0104)")

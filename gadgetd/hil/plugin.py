@@ -48,7 +48,10 @@ def selector(pytestconfig, spec) -> DeviceSelector:
     device = pytestconfig.getoption("--device")
     serial = pytestconfig.getoption("--serial")
     if device:
-        return DeviceSelector.parse(device, serial)
+        try:
+            return DeviceSelector.parse(device, serial)
+        except ValueError as exc:
+            raise pytest.UsageError(f"--device: {exc}") from None
     return DeviceSelector(spec.id_vendor, spec.id_product, serial)
 
 

@@ -19,6 +19,15 @@ def _fail(exc: GadgetdError):
     sys.exit(exc.status)
 
 
+def _selector(device: str, serial: str | None):
+    from gadgetd.host.device import DeviceSelector
+
+    try:
+        return DeviceSelector.parse(device, serial)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--device'") from None
+
+
 @click.group()
 @click.version_option(__version__, prog_name="gadgetd-hil")
 def main():
@@ -164,10 +173,9 @@ def bisect(good, bad, blocking):
 @click.option("--duration", type=float, default=0, help="Seconds to run (default: until Ctrl-C).")
 def drive(device, serial, duration):
     """Keep a gadget's ep0 busy from this host (for 'gadgetd repro' running on a board)."""
-    from gadgetd.host.device import DeviceSelector
     from gadgetd.host.drive import Storm
 
-    storm = Storm(DeviceSelector.parse(device, serial)).start()
+    storm = Storm(_selector(device, serial)).start()
     end = time.monotonic() + duration if duration else None
     try:
         while end is None or time.monotonic() < end:
@@ -186,11 +194,11 @@ def drive(device, serial, duration):
 def udev_rule(device, serial, group):
     """Print a udev rule giving non-root users access to the gadget (save it in
     /etc/udev/rules.d/70-gadgetd.rules, then 'udevadm control --reload; udevadm trigger')."""
-    from gadgetd.host.device import DeviceSelector
     from gadgetd.host.device import udev_rule as rule
 
+    selector = _selector(device, serial)
     try:
-        click.echo(rule(DeviceSelector.parse(device, serial), group), nl=False)
+        click.echo(rule(selector, group), nl=False)
     except GadgetdError as exc:
         _fail(exc)
 if __name__ == "__main__":

@@ -38,8 +38,15 @@ class DeviceSelector:
 
     @classmethod
     def parse(cls, text: str, serial: str | None = None) -> DeviceSelector:
-        vid, _, pid = text.partition(":")
-        return cls(int(vid, 16), int(pid, 16), serial)
+        """VID:PID in hex; ValueError, saying what is wrong with `text`, otherwise."""
+        vid, colon, pid = text.partition(":")
+        try:
+            ids = [int(part, 16) for part in (vid, pid)] if colon else []
+        except ValueError:
+            ids = []
+        if len(ids) != 2 or not all(0 <= i <= 0xFFFF for i in ids):
+            raise ValueError(f"{text!r} is not VID:PID (two hex numbers up to ffff, e.g. 1d6b:0104)")
+        return cls(*ids, serial)
 
     def __str__(self) -> str:
         return f"{self.vendor:04x}:{self.product:04x}" + (f" ({self.serial})" if self.serial else "")
