@@ -60,7 +60,8 @@ def check_runs_as_root(paths: Iterable[Path]) -> None:
 
 def install(template_path: Path, name: str | None = None, root: Path = Path("/"),
             start: bool = False) -> list[str]:
-    spec = template.load(template_path)  # refuse an invalid template before copying it
+    text = template.read(template_path)  # read once: what is checked is what is installed
+    spec = template.parse(text, str(template_path))
     name = spec.name if name is None else name
     check_name(name)
     executable = gadgetd_path()
@@ -68,7 +69,7 @@ def install(template_path: Path, name: str | None = None, root: Path = Path("/")
     done = []
     config = root / CONFIG_DIR / f"{name}.toml"
     config.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(template_path, config)
+    config.write_text(text, encoding="utf-8")
     os.chmod(config, 0o644)
     done.append(f"installed {config}")
     unit = root / UNIT_DIR / UNIT_NAME

@@ -320,10 +320,13 @@ def parse(text: str, source: str) -> GadgetSpec:
     return spec
 
 
-def load(path: str | Path) -> GadgetSpec:
-    path = Path(path)
+def read(path: str | Path) -> str:
+    """The template's text; unreadable or not UTF-8 is a TemplateError naming the file."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise TemplateError(str(path), "(file)", f"cannot read: {exc}") from None
-    return parse(text, str(path))
+
+
+def load(path: str | Path) -> GadgetSpec:
+    return parse(read(path), str(path))
