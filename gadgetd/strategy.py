@@ -14,6 +14,7 @@ Board-side only: the host's view (pyusb) is the caller's business.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -140,10 +141,12 @@ class GadgetStrategy:
             return "unknown"
 
     def daemon_log(self) -> str:
+        """The daemon's log so far. pread, not seek + read: the daemon shares this file's offset,
+        and a line it wrote between the two landed at offset 0 and hid the log's start."""
         if not self.log.seekable():
             return ""
-        self.log.seek(0)
-        return self.log.read()
+        fd = self.log.fileno()
+        return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
 
     def leftovers(self) -> list[str]:
         return configfs.leftovers(self.spec)
