@@ -40,6 +40,13 @@ def _finish(result: ScenarioResult, log: KernelLog, rig: Rig) -> ScenarioResult:
     return result
 
 
+def _opener_hung(result: ScenarioResult, log: KernelLog, rig: Rig, hang: dict,
+                 which: str) -> ScenarioResult:
+    result.hang = hang
+    result.notes.append(f"the {which} opener stopped returning")
+    return _finish(result, log, rig)
+
+
 def contended_open(rig: Rig, nonblock: bool, duration: float) -> ScenarioResult:
     """A second opener opens ep0 and epN over and over while gadgetd serves and the host keeps
     ep0 busy; run once under a blocking-reading daemon and once under an O_NDELAY one."""
@@ -54,9 +61,7 @@ def contended_open(rig: Rig, nonblock: bool, duration: float) -> ScenarioResult:
             proc = rig.run_opener("loop", BLOCKING, BASELINE_SECONDS, rig.ep0, *rig.ep_files)
             out, hang = rig.wait_opener(proc, BASELINE_SECONDS + OPEN_DEADLINE)
             if hang:  # uncontended, and still stuck in f_fs: as much a verdict as a contended hang
-                result.hang = hang
-                result.notes.append("the uncontended baseline opener stopped returning")
-                return _finish(result, log, rig)
+                return _opener_hung(result, log, rig, hang, "uncontended baseline")
             latencies["baseline"] += out["latencies"]
         storm = rig.host.storm()
         try:
@@ -64,9 +69,7 @@ def contended_open(rig: Rig, nonblock: bool, duration: float) -> ScenarioResult:
                 proc = rig.run_opener("loop", phase, slot, rig.ep0, *rig.ep_files)
                 out, hang = rig.wait_opener(proc, slot + OPEN_DEADLINE)
                 if hang:
-                    result.hang = hang
-                    result.notes.append(f"the {phase} opener stopped returning")
-                    return _finish(result, log, rig)
+                    return _opener_hung(result, log, rig, hang, phase)
                 for key, value in out["counts"].items():
                     counts[f"{phase}_{key}"] += value
                 latencies[phase] += out["latencies"]

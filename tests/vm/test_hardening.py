@@ -104,12 +104,6 @@ def step_calls(bring_up) -> list[tuple[str, int, str]]:
 
 
 @pytest.fixture(scope="module")
-def steps(step_calls) -> collections.Counter:
-    """How many times a plain bring-up makes each step's syscall."""
-    return collections.Counter(name for name, _, _ in step_calls)
-
-
-@pytest.fixture(scope="module")
 def attributes(bring_up) -> list[str]:
     """The configfs attributes a plain bring-up writes, in order (strace -y names each fd)."""
     written = [line.split("<", 1)[1].split(">", 1)[0] for line in bring_up
@@ -131,9 +125,9 @@ def test_sigkill_during_bring_up_does_not_block_the_next_start(daemon, loopback_
     no_residue(spec)
 
 
-def test_sigterm_after_each_bring_up_step_stops_within_10_s(loopback_template, tmp_path, steps,
-                                                          step_calls):
+def test_sigterm_after_each_bring_up_step_stops_within_10_s(loopback_template, tmp_path, step_calls):
     spec = template.load(loopback_template)
+    steps = collections.Counter(name for name, _, _ in step_calls)
     assert steps["mkdir"] + steps["mkdirat"] >= 5 and steps["mount"] >= 1, steps
     took = {}
     for syscall, n in each_step(step_calls):
