@@ -134,7 +134,14 @@ def down(name):
 @click.option("--template", callback=lambda c, p, v: v and templates.resolve(v),
               help="Template of the gadget to test, a file or a packaged name (default: "
                    "loopback).")
-def repro(nonblock, scenarios, duration, as_json, record, template):
+@click.option("--host", type=click.Choice(["auto", "local", "remote"]), default="auto",
+              show_default=True, help="Who drives the gadget: this machine's host controller "
+              "(local), 'gadgetd-hil drive' on another machine (remote: a board, the USB/IP "
+              "lab), or local when it enumerates the gadget (auto).")
+@click.option("--host-report", type=click.Path(dir_okay=False),
+              help="The file 'gadgetd-hil drive --report' writes on the host (shared with this "
+                   "machine): its counts are merged into each scenario.")
+def repro(nonblock, scenarios, duration, as_json, record, template, host, host_report):
     """Reproduce the ep0 open() regression (e5bf5ee26663) on the running kernel.
 
     Exit status: 0 absent, 1 present, 125 inconclusive (for git bisect run).
@@ -144,9 +151,13 @@ def repro(nonblock, scenarios, duration, as_json, record, template):
     from gadgetd.repro.report import SCENARIOS
     from gadgetd.repro.runner import run
 
+    if host_report and host == "local":
+        raise click.BadParameter("a host report comes from a remote host (--host remote)",
+                                 param_hint="'--host-report'")
     names = list(scenarios) or list(SCENARIOS)
     sys.exit(run(nonblock, names, duration, as_json, Path(record) if record else None,
-                 Path(template) if template else None))
+                 Path(template) if template else None, host=host,
+                 host_report=Path(host_report) if host_report else None))
 
 
 @main.command()

@@ -62,9 +62,15 @@ BUDGETS = {
     # ep1out bulk, and generic bulk-or-interrupt ep-bin/ein/gin/jin/lin and ep-a/c/d/f/h/i/k/mout.
     "dummy_udc": Budget("dummy_udc", "dummy_hcd's software controller", in_total=12,
                         out_total=12, in_interrupt=8, out_interrupt=8, in_max_packet=1024),
+    # usbip-vudc (drivers/usb/usbip/vudc_dev.c): ep1in..ep15in and ep1out..ep15out, each bulk,
+    # interrupt or isochronous, with no packet size limit (usb_ep_set_maxpacket_limit(~0)); it
+    # offers high speed at most. The gadget travels to another kernel's vhci-hcd over TCP.
+    "usbip-vudc": Budget("usbip-vudc", "USB/IP virtual device controller", in_total=15,
+                         out_total=15, in_interrupt=15, out_interrupt=15, in_max_packet=1 << 16),
 }
 # UDC names that give the controller away.
 _UDC_NAMES = ((re.compile(r"^dummy_udc\.\d+$"), "dummy_udc"),
+              (re.compile(r"^usbip-vudc\.\d+$"), "usbip-vudc"),
               (re.compile(r"^[0-9a-f]+\.usb$"), "dwc2"))  # 20980000.usb, 3f980000.usb, fe980000.usb
 
 

@@ -29,6 +29,13 @@ def test_dwc2_takes_seven_in_endpoints(loopback_text):
     assert controllers.check(crowded, None) == []
 
 
+def test_usbip_vudc_takes_fifteen_in_endpoints(loopback_text):
+    spec = template.parse(loopback_text, "t.toml")
+    assert controllers.check(with_in_endpoints(spec, 15), "usbip-vudc") == []
+    assert controllers.check(with_in_endpoints(spec, 16), "usbip-vudc") == [
+        "configuration c.1 needs 16 IN endpoints; usbip-vudc has 15"]
+
+
 def test_template_names_a_controller_that_cannot_serve_it(loopback_text, monkeypatch):
     tiny = controllers.Budget("tiny", "test", 0, 1, 0, 0, 64)
     monkeypatch.setitem(controllers.BUDGETS, "tiny", tiny)
@@ -44,7 +51,8 @@ def test_unknown_controller(loopback_text):
 
 
 @pytest.mark.parametrize("udc,kind", [("20980000.usb", "dwc2"), ("fe980000.usb", "dwc2"),
-                                      ("dummy_udc.0", "dummy_udc"), ("musb-hdrc.0", None)])
+                                      ("dummy_udc.0", "dummy_udc"), ("usbip-vudc.0", "usbip-vudc"),
+                                      ("musb-hdrc.0", None)])
 def test_controller_from_udc_name(tmp_path, udc, kind):
     assert controllers.controller_of(udc, sysfs=tmp_path) == kind
 

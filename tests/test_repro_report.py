@@ -179,12 +179,14 @@ def test_an_unexpected_exception_is_inconclusive_never_bad(monkeypatch):
     import subprocess
 
     from gadgetd.repro import runner
+    from gadgetd.repro.rig import RemoteHost
 
     class StuckRig:
         def __init__(self, *args):
             self.daemon_failures = []
+            self.host = RemoteHost()
 
-        def choose_host(self):
+        def choose_host(self, mode, report):
             pass
 
         def cleanup(self):
@@ -203,7 +205,7 @@ def test_an_unexpected_exception_is_inconclusive_never_bad(monkeypatch):
     notes = [n for s in report["scenarios"].values() for n in s.get("notes", [])]
     assert any("TimeoutExpired" in n for n in notes), report
 
-    def broken_host(self):
+    def broken_host(self, mode, report):
         raise KeyError("host")
 
     monkeypatch.setattr(StuckRig, "choose_host", broken_host)

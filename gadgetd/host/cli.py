@@ -47,9 +47,12 @@ def main():
               help="Host directory COMMAND may write into (its path is in $GADGETD_RESULTS).")
 @click.option("--systemd", is_flag=True,
               help="Boot the machine's systemd as init; COMMAND runs as a service under it.")
+@click.option("--usb", type=click.Choice(["dummy", "usbip-loopback"]), default="dummy",
+              show_default=True, help="dummy_hcd, or usbip-vudc exported over loopback TCP to "
+              "vhci-hcd in the same kernel (the USB/IP path without a second VM).")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def vm(spec, modules_dir, speed, timeout, results, systemd, command):
-    """Boot a kernel in QEMU with dummy_hcd and run COMMAND in it as root.
+def vm(spec, modules_dir, speed, timeout, results, systemd, usb, command):
+    """Boot a kernel in QEMU with a USB stack (dummy_hcd) and run COMMAND in it as root.
 
     Exit status: COMMAND's; 124 if it did not finish in time; 125 if the kernel did not boot.
     """
@@ -58,11 +61,63 @@ def vm(spec, modules_dir, speed, timeout, results, systemd, command):
     try:
         kernel = kernels.resolve(spec, modules_dir)
         result = vm_mod.run(kernel, list(command), speed=speed, timeout=timeout,
-                            results=Path(results) if results else None, systemd=systemd)
+                            results=Path(results) if results else None, systemd=systemd,
+                            usb=usb)
     except GadgetdError as exc:
         _fail(exc)
     shutil.rmtree(result.result_dir, ignore_errors=True)
     sys.exit(result.status)
+
+
+@main.command()
+@click.option("--board-kernel", default=kernels.DEFAULT_SPEC, show_default=True,
+              help="SPEC of the board VM's kernel (usbip-vudc).")
+@click.option("--host-kernel", default=kernels.DEFAULT_SPEC, show_default=True,
+              help="SPEC of the host VM's kernel (vhci-hcd).")
+@click.option("--board", "board_command", required=True,
+              help="Shell command for the board VM, e.g. 'gadgetd run loopback'.")
+@click.option("--host", "host_command", required=True,
+              help="Shell command for the host VM, e.g. 'gadgetd-hil remote loopback -q'.")
+@click.option("--out", "out_dir", default="out/lab", show_default=True,
+              type=click.Path(file_okay=False), help="Logs and results: OUT/board, OUT/host.")
+@click.option("--timeout", type=float, default=1800, show_default=True,
+              help="Seconds each command may run after boot (then exit 124).")
+def lab(board_kernel, host_kernel, board_command, host_command, out_dir, timeout):
+    """Boot a board VM (usbip-vudc) and a host VM (vhci-hcd) joined by a private link; run a
+    command in each. The host VM keeps the board's gadget attached over USB/IP.
+
+    Exit status: the host command's; 1 if the board command failed; 124 on a timeout; 125 if a
+    VM did not boot.
+    """
+    from gadgetd.host import lab as lab_mod
+
+    try:
+        board_k, host_k = kernels.resolve(board_kernel), kernels.resolve(host_kernel)
+        result = lab_mod.run(board_k, host_k, ["sh", "-c", board_command],
+                             ["sh", "-c", host_command], Path(out_dir), timeout=timeout)
+    except GadgetdError as exc:
+        _fail(exc)
+    for side in ("board", "host"):
+        shutil.rmtree(getattr(result, side).result_dir, ignore_errors=True)
+    click.echo(f"gadgetd-hil lab: exit {result.status}" + (f": {result.note}" if result.note
+                                                           else ""), err=True)
+    sys.exit(result.status)
+
+
+@main.command()
+@click.argument("remote")
+@click.option("--busid", default="usbip-vudc.0", show_default=True,
+              help="The board's exported device (its vudc).")
+@click.option("--duration", type=float, default=0, help="Seconds to run (default: until Ctrl-C).")
+def attach(remote, busid, duration):
+    """Keep the gadget a board exports over USB/IP (usbipd --device) attached to this machine's
+    vhci-hcd: attach again whenever the board unbinds and binds."""
+    from gadgetd.host.usbip import Attacher
+
+    try:
+        Attacher(remote, busid, log=sys.stdout).run(duration)
+    except KeyboardInterrupt:
+        pass
 
 
 @main.command("kernels")
@@ -171,20 +226,38 @@ def bisect(good, bad, blocking):
 @click.option("--device", required=True, help="VID:PID of the gadget.")
 @click.option("--serial", help="Serial number, when several match.")
 @click.option("--duration", type=float, default=0, help="Seconds to run (default: until Ctrl-C).")
-def drive(device, serial, duration):
+@click.option("--until", "until", type=click.Path(dir_okay=False),
+              help="Stop once this file exists (in the lab: $GADGETD_LAB/board/exit-status).")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False),
+              help="Append the cumulative counts to FILE each second (JSON lines), for "
+                   "'gadgetd repro --host-report FILE' on the board.")
+def drive(device, serial, duration, until, report_path):
     """Keep a gadget's ep0 busy from this host (for 'gadgetd repro' running on a board)."""
-    from gadgetd.host.drive import Storm
+    import os
+
+    from gadgetd.host.drive import Storm, report_line
 
     storm = Storm(_selector(device, serial)).start()
     end = time.monotonic() + duration if duration else None
+    report = open(report_path, "a", buffering=1) if report_path else None
+    seq = 0
     try:
-        while end is None or time.monotonic() < end:
-            time.sleep(min(5, end - time.monotonic()) if end else 5)
-            click.echo(f"{time.strftime('%H:%M:%S')} " + ", ".join(
-                f"{k}={v}" for k, v in sorted(storm.counts.items())))
+        while (end is None or time.monotonic() < end) and not (until and os.path.exists(until)):
+            time.sleep(1)
+            seq += 1
+            counts = dict.copy(storm.counts)  # one C call: the storm thread may be counting
+            if report:
+                report.write(report_line(seq, counts) + "\n")
+            if seq % 5 == 0:
+                click.echo(f"{time.strftime('%H:%M:%S')} " + ", ".join(
+                    f"{k}={v}" for k, v in sorted(counts.items())))
     except KeyboardInterrupt:
         pass
-    click.echo("final: " + ", ".join(f"{k}={v}" for k, v in sorted(storm.stop().items())))
+    final = storm.stop()
+    if report:
+        report.write(report_line(seq + 1, final) + "\n")
+        report.close()
+    click.echo("final: " + ", ".join(f"{k}={v}" for k, v in sorted(final.items())))
 
 
 @main.command("udev-rule")

@@ -8,8 +8,10 @@ away (that is what re-enumeration does) and is counted by outcome.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import threading
+import time
 from collections import Counter
 
 import usb.core
@@ -109,6 +111,7 @@ class Storm:
                 self.counts[f"{name}:{result}"] += 1
                 if result in ("ENODEV", "ENOENT", "EIO", "ValueError"):
                     dev = None  # gone or re-enumerating: find it again
+                    self.counts["disconnects"] += 1
                     break
             if dev is not None and round_no % self.reset_every == 0:
                 try:
@@ -117,3 +120,8 @@ class Storm:
                 except usb.core.USBError as exc:
                     self.counts[f"port_reset:{outcome(exc)}"] += 1
                 dev = None
+
+
+def report_line(seq: int, counts: dict) -> str:
+    """One line of `drive --report` (read by gadgetd.repro.host_report on the board)."""
+    return json.dumps({"seq": seq, "t": round(time.time(), 3), "counts": dict(counts)})

@@ -1,5 +1,6 @@
 """Boot a kernel under QEMU (virtme-ng, software emulation, the machine's root over 9p) and run
-one command in it with dummy_hcd, libcomposite and usb_f_fs loaded.
+one command in it with a USB stack loaded (guest.USB_STACKS: dummy_hcd, libcomposite and usb_f_fs
+by default).
 
 Exit status: CMD's own whenever CMD finished (even if the guest then cannot shut down);
 124 when CMD did not finish within the timeout; 125 when the kernel could not be booted or the
@@ -36,6 +37,7 @@ class VmResult:
     command_seconds: float | None
     result_dir: Path
     note: str = ""
+    stopped: bool = False  # stopped from outside (`stop`) while the command still ran
 
 
 def _vng() -> str:
@@ -119,18 +121,27 @@ def _systemd_argv(argv: list[str], guest: list[str], result_dir: Path) -> list[s
 def run(kernel: Kernel, command: list[str], speed: str = "high", timeout: float = 1800,
         memory: str = "2G", cpus: int = 2, quiet: bool = False, log=sys.stderr,
         result_dir: Path | None = None, results: Path | None = None,
-        systemd: bool = False) -> VmResult:
+        systemd: bool = False, usb: str = "dummy", guest_options: tuple[str, ...] = (),
+        qemu_options: tuple[str, ...] = (), shared: tuple[Path, ...] = (),
+        stop: threading.Event | None = None) -> VmResult:
     """Boot `kernel`, run `command` as root in the checkout's directory, stream its output.
 
     `results`: a host directory the command may write into (as $GADGETD_RESULTS).
-    `systemd`: the machine's systemd runs as init and `command` as a service under it."""
+    `systemd`: the machine's systemd runs as init and `command` as a service under it.
+    `usb`: the guest's USB stack; `guest_options` more options for it (the lab link's address).
+    `shared`: more host directories the guest sees read-write (the lab's).
+    `stop`: once set, the guest is killed (the command's status stays unknown)."""
     result_dir = result_dir or new_result_dir()
-    options = ["--speed", speed, "--result", str(result_dir)]
+    options = ["--speed", speed, "--usb", usb, *guest_options, "--result", str(result_dir)]
     argv = [_vng(), "--run", str(kernel.image), "--disable-kvm", "--force-9p",
             "--memory", memory, "--cpus", str(cpus)]
     for directory in _hidden_dirs():
         argv += ["--rwdir", str(directory)]
     argv += ["--rwdir", str(result_dir), "--cwd", os.getcwd()]
+    for directory in shared:
+        argv += ["--rwdir", str(directory)]
+    if qemu_options:
+        argv += ["--qemu-opts", shlex.join(qemu_options)]
     if results is not None:
         results = results.resolve()
         results.mkdir(parents=True, exist_ok=True)
@@ -165,7 +176,7 @@ def run(kernel: Kernel, command: list[str], speed: str = "high", timeout: float 
     for t in copiers:
         t.start()
     booted = finished = None
-    status, note = NOT_BOOTED, ""
+    status, note, stopped = NOT_BOOTED, "", False
     try:
         while True:
             now = time.monotonic()
@@ -177,7 +188,7 @@ def run(kernel: Kernel, command: list[str], speed: str = "high", timeout: float 
                     status, finished = int(text), now
                     break
             if (result_dir / "setup-failed").exists():
-                note = "the guest could not load the USB gadget modules"
+                note = "the guest could not set up its USB stack (see its output)"
                 break
             if proc.poll() is not None:
                 note = ("the guest died before the command finished" if booted else
@@ -185,6 +196,9 @@ def run(kernel: Kernel, command: list[str], speed: str = "high", timeout: float 
                 break
             if booted is None and now - start > BOOT_TIMEOUT:
                 note = f"the kernel did not boot within {BOOT_TIMEOUT} s"
+                break
+            if stop is not None and stop.is_set():
+                stopped, note = True, "stopped while the command ran"
                 break
             if booted is not None and now - booted > timeout:
                 status, note = TIMEOUT, f"the command did not finish within {timeout:g} s"
@@ -200,7 +214,8 @@ def run(kernel: Kernel, command: list[str], speed: str = "high", timeout: float 
         for t in copiers:
             t.join(5)
     result = VmResult(status, kernel, booted - start if booted else None,
-                      finished - booted if finished and booted else None, result_dir, note)
+                      finished - booted if finished and booted else None, result_dir, note,
+                      stopped)
     if not quiet:
         timing = f"boot {result.boot_seconds:.1f} s" if result.boot_seconds else "no boot"
         if result.command_seconds is not None:

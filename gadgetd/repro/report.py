@@ -39,6 +39,7 @@ class ScenarioResult:
     completed: bool = False  # ran to its end (not cut short by an error or a stuck task)
     gadgetd_failures: list[str] = field(default_factory=list)  # `gadgetd run` exiting non-zero
     seconds: float = 0.0  # wall time the scenario took
+    host: dict | None = None  # a remote host's own counts over the scenario (host_report)
 
     def as_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "name"}
@@ -117,7 +118,7 @@ def overall_verdict(results: dict[str, ScenarioResult], nonblock: bool) -> tuple
 
 
 def build_report(kernel: str, nonblock: bool, results: dict[str, ScenarioResult],
-                 error: str | None = None) -> dict:
+                 error: str | None = None, host: str = "not chosen") -> dict:
     verdict, reason = overall_verdict(results, nonblock)
     if error:
         verdict, reason = INCONCLUSIVE, error
@@ -126,12 +127,14 @@ def build_report(kernel: str, nonblock: bool, results: dict[str, ScenarioResult]
         "mode": NONBLOCK if nonblock else BLOCKING,
         "verdict": verdict,
         "reason": reason,
+        "host": host,
         "scenarios": {name: r.as_dict() for name, r in results.items()},
     }
 
 
 def render_table(report: dict) -> str:
-    lines = [f"kernel {report['kernel']}, {report['mode']} opens", "",
+    lines = [f"kernel {report['kernel']}, {report['mode']} opens",
+             f"host {report.get('host', 'not chosen')}", "",
              f"{'scenario':<22} {'verdict':<13} {'attempts':>8}  {'time':>7}  details"]
     for name, s in report["scenarios"].items():
         details = ", ".join(f"{k}={v}" for k, v in s["counts"].items())
@@ -142,6 +145,10 @@ def render_table(report: dict) -> str:
             details += f"; HANG: task {s['hang'].get('pid')} state {s['hang'].get('state')}"
         lines.append(f"{name:<22} {s['verdict']:<13} {s['attempts']:>8}  {s['seconds']:>5.1f} s  "
                      f"{details}")
+        if s.get("host"):
+            h = s["host"]
+            lines.append(f"{'':<22} host saw: {h['requests']} requests, {h['served']} answered, "
+                         f"{h['stalls']} STALLs, {h['disconnects']} disconnects")
         for note in s["notes"]:
             lines.append(f"{'':<22} note: {note}")
         for failure in s.get("gadgetd_failures", []):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from gadgetd import ffs, runstate, templates, udc
 from gadgetd.errors import SetupError
+from gadgetd.repro.host_report import HostReport, ReportedStorm
 from gadgetd.repro.report import HANG_INTERVAL, HANG_SAMPLES, hang_proven
 from gadgetd.strategy import USB_DEVICES, GadgetStrategy, local_host_sees
 from gadgetd.syscalls import task_state
@@ -37,9 +38,13 @@ def sample_hang(pid: int) -> dict:
 
 class RemoteHost:
     """A separate host runs `gadgetd-hil drive`: its traffic arrives by itself and its outcomes
-    are only visible there. The device side waits for their effects instead."""
+    are only visible there, or in its report when one is shared (`drive --report`). The device
+    side waits for their effects instead."""
 
     observable = False
+
+    def __init__(self, report: HostReport | None = None):
+        self.report = report
 
     def wait_device(self, timeout: float = 30.0):
         return None
@@ -51,7 +56,7 @@ class RemoteHost:
         return False
 
     def storm(self):
-        return None
+        return ReportedStorm(self.report) if self.report else None
 
     def set_interface(self, alt: int) -> str:
         return "sent by gadgetd-hil drive (see its log)"
@@ -77,9 +82,14 @@ class Rig:
     def ep_files(self) -> list[Path]:
         return self.strategy.ep_files
 
-    def choose_host(self) -> None:
-        """Local pyusb host if this machine's host controller enumerates the gadget (looked at
-        twice, the gadget served again in between, where this machine has a USB host)."""
+    def choose_host(self, mode: str = "auto", report: HostReport | None = None) -> None:
+        """`remote`: a separate host drives the gadget (a board; the USB/IP lab, whose vhci
+        device this kernel also sees). `local`: this machine's host controller, which must
+        enumerate the gadget. `auto`: local if it does (looked at twice, the gadget served
+        again in between, where this machine has a USB host), else remote."""
+        if mode == "remote":
+            self.host = RemoteHost(report)
+            return
         self.serve(no_disconnect=False, daemon_nonblock=False)
         seen = local_host_sees(self.spec, 20)
         if not seen and any(USB_DEVICES.glob("usb*")):  # a host is here: a second look, re-served
@@ -90,7 +100,12 @@ class Rig:
             from gadgetd.repro.local_host import LocalHost  # pyusb: only when it can serve
 
             self.host = LocalHost(self.spec.id_vendor, self.spec.id_product)
+        elif mode == "local":
+            self.stop()
+            raise SetupError("--host local: no host controller on this machine enumerated the "
+                             "gadget")
         else:
+            self.host = RemoteHost(report)
             print("repro: no local host controller sees the gadget: expecting "
                   "'gadgetd-hil drive' on the host", file=self.log)
         self.stop()

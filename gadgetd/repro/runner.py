@@ -18,6 +18,7 @@ from pathlib import Path
 
 from gadgetd.errors import GadgetdError
 from gadgetd.repro import report as rep
+from gadgetd.repro.host_report import HostReport, summary
 from gadgetd.repro.rig import Rig, environment_problem
 from gadgetd.repro.scenarios import ALL
 
@@ -25,7 +26,8 @@ SCENARIO_ATTEMPTS = 3
 
 
 def run(nonblock: bool, names: list[str], duration: float, as_json: bool,
-        record: Path | None, template: Path | None = None, out=sys.stdout) -> int:
+        record: Path | None, template: Path | None = None, out=sys.stdout,
+        host: str = "auto", host_report: Path | None = None) -> int:
     kernel = os.uname().release
     results: dict[str, rep.ScenarioResult] = {}
     error = environment_problem()
@@ -42,16 +44,19 @@ def run(nonblock: bool, names: list[str], duration: float, as_json: bool,
     if error is None:
         try:
             rig = Rig(template) if template else Rig()
-            rig.choose_host()
+            reported = HostReport(host_report) if host_report else None
+            rig.choose_host(host, reported)
             for name in [n for n in ALL if n in names]:
                 if stuck:
                     results[name] = rep.ScenarioResult(name, notes=[
                         "not run: an earlier scenario left a task stuck in the kernel"])
                 else:
                     print(f"repro: {name} ...", file=sys.stderr, flush=True)
-                    start = time.monotonic()
+                    start, mark = time.monotonic(), reported.mark() if reported else None
                     results[name] = _run_scenario(rig, name, nonblock, duration)
                     results[name].seconds = round(time.monotonic() - start, 1)
+                    if reported and not rig.host.observable:
+                        results[name].host = summary(reported.since(mark))
                     stuck = results[name].hang is not None
                     print(f"repro: {name}: {results[name].verdict}", file=sys.stderr, flush=True)
                 write_record({"scenario": name, **results[name].as_dict()})
@@ -60,7 +65,7 @@ def run(nonblock: bool, names: list[str], duration: float, as_json: bool,
         finally:
             if rig is not None and not stuck:
                 rig.cleanup()
-    report = rep.build_report(kernel, nonblock, results, error)
+    report = rep.build_report(kernel, nonblock, results, error, _host_line(rig, host_report))
     write_record({"report": report})
     out.write((rep.dumps(report) if as_json else rep.render_table(report)) + "\n")
     out.flush()
@@ -92,6 +97,17 @@ def _run_scenario(rig: Rig, name: str, nonblock: bool, duration: float) -> rep.S
     result.gadgetd_failures = failures + result.gadgetd_failures + rig.daemon_failures
     rig.daemon_failures.clear()
     return result
+
+
+def _host_line(rig: Rig | None, host_report: Path | None) -> str:
+    if rig is None:
+        return "not chosen"
+    if rig.host.observable:
+        return "local: this machine's host controller (its counts are in each scenario's)"
+    if host_report:
+        return f"remote: gadgetd-hil drive's counts merged from {host_report}"
+    return ("remote: the host's observations (STALLs, disconnects) are NOT in this report "
+            "(no --host-report)")
 
 
 def _describe(exc: Exception) -> str:

@@ -1,0 +1,93 @@
+"""`gadgetd-hil lab`: a board VM and a host VM, on two kernels, joined by a private link.
+
+The link is a pair of QEMU datagram sockets (Unix sockets in a private directory): each VM's
+virtio NIC sends to the other's, so nothing leaves this machine and no host network is touched.
+The board (BOARD_ADDRESS) loads usbip-vudc and exports its gadget with usbipd; the host
+(HOST_ADDRESS) loads vhci-hcd and keeps the board's device attached (usbip.Attacher).
+
+Both VMs see OUT read-write as $GADGETD_LAB; each writes its logs and results under OUT/board or
+OUT/host ($GADGETD_RESULTS). When the board's command ends, OUT/board/exit-status appears, so a
+host command can stop then (`gadgetd-hil drive --until`). The lab ends with the host's command;
+the board VM is then stopped.
+
+Exit status: the host command's; 1 if the board command failed; 124 when either did not finish
+in time; 125 when a VM did not boot or could not set up its USB stack.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from gadgetd.host import vm
+from gadgetd.host.kernels import Kernel
+
+BOARD_ADDRESS, HOST_ADDRESS = "10.10.0.1", "10.10.0.2"
+MACS = {"board": "52:54:00:67:64:01", "host": "52:54:00:67:64:02"}
+
+
+@dataclass
+class LabResult:
+    status: int
+    board: vm.VmResult
+    host: vm.VmResult
+    note: str
+
+
+def _link(sockets: Path, side: str) -> tuple[str, ...]:
+    other = "host" if side == "board" else "board"
+    return ("-netdev", f"dgram,id=lab,local.type=unix,local.path={sockets / side},"
+                       f"remote.type=unix,remote.path={sockets / other}",
+            "-device", f"virtio-net-pci,netdev=lab,mac={MACS[side]}")
+
+
+def exit_status(board: vm.VmResult, host: vm.VmResult) -> tuple[int, str]:
+    """The lab's exit status and why, from both VMs' results (see the module's docstring)."""
+    for side, result in (("board", board), ("host", host)):
+        if result.boot_seconds is None or result.status == vm.NOT_BOOTED and not result.stopped:
+            return vm.NOT_BOOTED, f"the {side} VM: {result.note or 'did not boot'}"
+    for side, result in (("board", board), ("host", host)):
+        if result.status == vm.TIMEOUT and not result.stopped:
+            return vm.TIMEOUT, f"the {side} command: {result.note}"
+    if not board.stopped and board.status != 0:
+        return 1, f"the board command exited {board.status}"
+    return host.status, ""
+
+
+def run(board_kernel: Kernel, host_kernel: Kernel, board_command: list[str],
+        host_command: list[str], out: Path, timeout: float = 1800, log=sys.stderr) -> LabResult:
+    out = out.resolve()
+    for side in ("board", "host"):
+        (out / side).mkdir(parents=True, exist_ok=True)
+        (out / side / "exit-status").unlink(missing_ok=True)
+    sockets = Path(tempfile.mkdtemp(prefix="gadgetd-lab-"))
+    stop_board = threading.Event()
+    results: dict[str, vm.VmResult] = {}
+
+    def board():
+        results["board"] = vm.run(
+            board_kernel, board_command, timeout=timeout, results=out / "board", usb="usbip-board",
+            guest_options=("--address", f"{BOARD_ADDRESS}/24", "--lab", str(out)), shared=(out,),
+            qemu_options=_link(sockets, "board"), stop=stop_board, log=log)
+        if not results["board"].stopped:
+            (out / "board" / "exit-status").write_text(f"{results['board'].status}\n")
+
+    thread = threading.Thread(target=board, name="lab-board")
+    thread.start()
+    try:
+        results["host"] = vm.run(
+            host_kernel, host_command, timeout=timeout, results=out / "host", usb="usbip-host",
+            guest_options=("--address", f"{HOST_ADDRESS}/24", "--attach", BOARD_ADDRESS,
+                           "--lab", str(out)),
+            shared=(out,), qemu_options=_link(sockets, "host"), log=log)
+    finally:
+        stop_board.set()
+        thread.join()
+        for side in ("board", "host"):
+            (sockets / side).unlink(missing_ok=True)
+        sockets.rmdir()
+    status, note = exit_status(results["board"], results["host"])
+    return LabResult(status, results["board"], results["host"], note)
