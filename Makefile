@@ -10,12 +10,12 @@ TEMPLATE ?= configfs_templates/loopback.toml
 KERNEL_TAG = $(subst debian:,,$(KERNEL))
 APT_PACKAGES := qemu-system-x86 busybox-static udev systemd libaio1 libusb-1.0-0 kmod file \
 	python3-venv gcc libc6-dev linux-libc-dev pkg-config libusb-1.0-0-dev libaio-dev \
-	linux-source-6.1 xz-utils patch openssh-server openssh-client strace
+	linux-source-6.1 xz-utils patch openssh-server openssh-client strace usbip iproute2
 BUILD := out/bench-build
 SYSUSERS := gadgetd/systemd/gadgetd.sysusers
 
 .PHONY: help setup system-packages system-user demo repro repro-full bench bench-detection test unit-test vm-test \
-	repro-test test-faults test-armel lint
+	repro-test test-faults test-armel usbip-test lint
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -93,7 +93,13 @@ test-armel: setup ## Unit tests on 32-bit ARM (Pi Zero's armel) under qemu-user;
 repro-test: setup ## repro on the pinned regression kernel in the VM: verdict present, gadgetd never failing
 	$(HIL) matrix --kernels $(REPRO_KERNEL) --check --expect present --out out/repro-test
 
-test: lint unit-test test-armel vm-test repro-test ## Everything CI runs: lint, unit tests, then VM tests on the default kernel
+usbip-test: setup ## USB/IP in one kernel (usbip-vudc to vhci-hcd, no dummy_hcd): HIL suite, then repro --host remote
+	$(HIL) vm --kernel $(REPRO_KERNEL) --usb usbip-loopback --results out/usbip-test -- \
+	  $(PY) -m pytest -q -m usbip tests/vm
+	$(HIL) matrix --kernels $(REPRO_KERNEL) --usb usbip-loopback --check --expect present \
+	  --out out/usbip-test
+
+test: lint unit-test test-armel vm-test repro-test usbip-test ## Everything CI runs: lint, unit tests, then VM tests on the default kernel
 
 lint: setup ## ruff, the import contract (lint-imports: layers, no cycles) and its own tests
 	$(VENV)/bin/ruff check gadgetd tests bench examples

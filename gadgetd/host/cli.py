@@ -176,7 +176,10 @@ def demo(template_path, daemon_args):
               "and conclusive, and gadgetd itself did not fail (what make test asks).")
 @click.option("--expect", type=click.Choice(["present", "absent"]),
               help="With --check: fail unless every kernel's verdict is this one.")
-def matrix(specs, quick, blocking, out_dir, check, expect):
+@click.option("--usb", type=click.Choice(["dummy", "usbip-loopback"]), default="dummy",
+              show_default=True, help="dummy_hcd, or USB/IP in one kernel: repro --host remote "
+              "with 'gadgetd-hil drive' as the host, its counts merged.")
+def matrix(specs, quick, blocking, out_dir, check, expect, usb):
     """Boot each kernel, run 'gadgetd repro' there, print one table, write JSON and a chart."""
     from pathlib import Path
 
@@ -191,7 +194,7 @@ def matrix(specs, quick, blocking, out_dir, check, expect):
     started = time.monotonic()
     for i, spec in enumerate(chosen, 1):
         click.echo(f"matrix [{i}/{len(chosen)}] {spec} ...", err=True)
-        row = m.run_one(spec, nonblock=not blocking)
+        row = m.run_one(spec, nonblock=not blocking, usb=usb)
         rows.append(row)
         click.echo(f"matrix [{i}/{len(chosen)}] {row.release or spec}: {row.verdict} "
                    f"({row.seconds:.0f} s){' ' + row.note if row.note else ''}", err=True)

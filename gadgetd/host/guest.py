@@ -66,8 +66,15 @@ def _link_up(address: str | None) -> None:
     subprocess.run(["ip", "link", "set", nics[0], "up"], check=True)
 
 
+def _start_sshd(config: Path, log) -> subprocess.Popen:
+    """The lab board's sshd (gadgetd.host.lab.prepare_ssh wrote its configuration)."""
+    os.makedirs("/run/sshd", exist_ok=True)  # its privilege separation directory
+    return subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(config)], stderr=log)
+
+
 @contextlib.contextmanager
-def usb_stack(stack: str, speed: str, logs: Path, address: str | None, attach: str | None):
+def usb_stack(stack: str, speed: str, logs: Path, address: str | None, attach: str | None,
+              lab: Path | None = None):
     """Load `stack`'s modules and run its helpers until the block ends."""
     for module in USB_STACKS[stack]:
         _modprobe(module, *(SPEED_OPTIONS[speed] if module == "dummy_hcd" else ()))
@@ -83,6 +90,9 @@ def usb_stack(stack: str, speed: str, logs: Path, address: str | None, attach: s
             usbipd_log = helpers.enter_context(open(logs / "usbipd.log", "w"))
             usbipd = usbip.start_usbipd(usbipd_log)
             helpers.callback(usbipd.kill)
+        if stack == "usbip-board" and lab and (lab / "ssh" / "sshd_config").exists():
+            sshd_log = helpers.enter_context(open(logs / "sshd.log", "w"))
+            helpers.callback(_start_sshd(lab / "ssh" / "sshd_config", sshd_log).kill)
         if stack != "usbip-board":
             attach_log = helpers.enter_context(open(logs / "attach.log", "w", buffering=1))
             attacher = usbip.Attacher(attach or "127.0.0.1", log=attach_log)
@@ -99,7 +109,8 @@ def main(argv=None) -> int:
     parser.add_argument("--usb", choices=USB_STACKS, default="dummy")
     parser.add_argument("--address", help="CIDR address of the lab link (usbip-board/-host)")
     parser.add_argument("--attach", help="the board's address (usbip-host)")
-    parser.add_argument("--lab", help="the lab's directory, shared by both VMs ($GADGETD_LAB)")
+    parser.add_argument("--lab", type=Path,
+                        help="the lab's directory, shared by both VMs ($GADGETD_LAB)")
     parser.add_argument("--result", type=Path, required=True)
     parser.add_argument("--results", type=Path, help="host directory for the command's files")
     parser.add_argument("command", nargs=argparse.REMAINDER)
@@ -111,11 +122,11 @@ def main(argv=None) -> int:
     if args.results:
         env["GADGETD_RESULTS"] = str(args.results)
     if args.lab:
-        env["GADGETD_LAB"] = args.lab
+        env["GADGETD_LAB"] = str(args.lab)
     with contextlib.ExitStack() as stack:
         try:
             stack.enter_context(usb_stack(args.usb, args.speed, args.results or args.result,
-                                          args.address, args.attach))
+                                          args.address, args.attach, args.lab))
         except (subprocess.CalledProcessError, OSError) as exc:
             print(f"gadgetd-guest: cannot set up the USB stack {args.usb}: {exc}",
                   file=sys.stderr)

@@ -6,9 +6,11 @@ The board (BOARD_ADDRESS) loads usbip-vudc and exports its gadget with usbipd; t
 (HOST_ADDRESS) loads vhci-hcd and keeps the board's device attached (usbip.Attacher).
 
 Both VMs see OUT read-write as $GADGETD_LAB; each writes its logs and results under OUT/board or
-OUT/host ($GADGETD_RESULTS). When the board's command ends, OUT/board/exit-status appears, so a
-host command can stop then (`gadgetd-hil drive --until`). The lab ends with the host's command;
-the board VM is then stopped.
+OUT/host ($GADGETD_RESULTS). The board runs sshd on the link with a key made for this lab, so
+the host can control it as it would a real board: `--board ssh://root@BOARD_ADDRESS
+--board-ssh-config $GADGETD_LAB/ssh/ssh_config`. When the board's command ends,
+OUT/board/exit-status appears, so a host command can stop then (`gadgetd-hil drive --until`).
+The lab ends with the host's command; the board VM is then stopped.
 
 Exit status: the host command's; 1 if the board command failed; 124 when either did not finish
 in time; 125 when a VM did not boot or could not set up its USB stack.
@@ -16,6 +18,7 @@ in time; 125 when a VM did not boot or could not set up its USB stack.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import tempfile
 import threading
@@ -44,6 +47,34 @@ def _link(sockets: Path, side: str) -> tuple[str, ...]:
             "-device", f"virtio-net-pci,netdev=lab,mac={MACS[side]}")
 
 
+def prepare_ssh(out: Path) -> Path:
+    """Keys and configurations for the board's sshd and the host's ssh client, in OUT/ssh."""
+    ssh = out / "ssh"
+    ssh.mkdir(exist_ok=True)
+    for name in ("host_key", "client_key"):
+        if not (ssh / name).exists():
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", ssh / name],
+                           check=True)
+    (ssh / "authorized_keys").write_text((ssh / "client_key.pub").read_text())
+    (ssh / "sshd_config").write_text(f"""ListenAddress {BOARD_ADDRESS}
+HostKey {ssh / 'host_key'}
+AuthorizedKeysFile {ssh / 'authorized_keys'}
+PidFile /run/sshd.pid
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+StrictModes no
+SetEnv PATH={Path(sys.executable).parent}:/usr/sbin:/usr/bin:/sbin:/bin
+""")
+    (ssh / "ssh_config").write_text(f"""Host {BOARD_ADDRESS}
+  IdentityFile {ssh / 'client_key'}
+  UserKnownHostsFile {ssh / 'known_hosts'}
+  StrictHostKeyChecking accept-new
+""")
+    (ssh / "known_hosts").unlink(missing_ok=True)  # a new lab may have a new host key
+    return ssh
+
+
 def exit_status(board: vm.VmResult, host: vm.VmResult) -> tuple[int, str]:
     """The lab's exit status and why, from both VMs' results (see the module's docstring)."""
     for side, result in (("board", board), ("host", host)):
@@ -63,6 +94,7 @@ def run(board_kernel: Kernel, host_kernel: Kernel, board_command: list[str],
     for side in ("board", "host"):
         (out / side).mkdir(parents=True, exist_ok=True)
         (out / side / "exit-status").unlink(missing_ok=True)
+    prepare_ssh(out)
     sockets = Path(tempfile.mkdtemp(prefix="gadgetd-lab-"))
     stop_board = threading.Event()
     results: dict[str, vm.VmResult] = {}

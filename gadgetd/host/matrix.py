@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import shlex
 import shutil
 import sys
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from debian.debian_support import Version
 
+from gadgetd import template, templates
 from gadgetd.errors import GadgetdError
 from gadgetd.host import kernels, vm
 from gadgetd.model import NONBLOCK, NONBLOCK_ONCE
@@ -40,6 +42,7 @@ class Row:
     report: dict | None = None
     note: str = ""
     seconds: float = 0.0
+    usb: str = "dummy"  # the guest's USB stack (guest.USB_STACKS)
 
     @property
     def eagain_rate(self) -> float | None:
@@ -67,8 +70,28 @@ def quick_specs() -> list[str]:
     return ["debian:bookworm", f"debian:{RANGE_START}", "debian:sid"]
 
 
-def run_one(spec: str, nonblock: bool = True, log=sys.stderr) -> Row:
-    row = Row(spec)
+def repro_command(record: Path, nonblock: bool, usb: str) -> list[str]:
+    """`gadgetd repro` for the guest. With USB/IP in one kernel, exactly a board's path: repro
+    told its host is remote, `gadgetd-hil drive` as that host (reporting its counts to repro),
+    stopped once repro has finished."""
+    command = [sys.executable, "-m", "gadgetd", "repro", "--record", str(record)]
+    if nonblock:
+        command.append("--nonblock")
+    if usb == "dummy":
+        return command
+    spec = template.load(templates.path("loopback"))
+    report, done = record.with_name("drive.jsonl"), record.with_name("repro-done")
+    drive = [str(Path(sys.executable).parent / "gadgetd-hil"), "drive", "--device",
+             f"{spec.id_vendor:04x}:{spec.id_product:04x}", "--report", str(report),
+             "--until", str(done)]
+    command += ["--host", "remote", "--host-report", str(report)]
+    return ["sh", "-c", f"{shlex.join(drive)} > {shlex.quote(str(report))}.log 2>&1 & "
+            f"{shlex.join(command)}; status=$?; touch {shlex.quote(str(done))}; wait; "
+            "exit $status"]
+
+
+def run_one(spec: str, nonblock: bool = True, log=sys.stderr, usb: str = "dummy") -> Row:
+    row = Row(spec, usb=usb)
     start = time.monotonic()
     try:
         kernel = kernels.resolve(spec)
@@ -78,10 +101,8 @@ def run_one(spec: str, nonblock: bool = True, log=sys.stderr) -> Row:
     row.release, row.package_version = kernel.release, kernel.package_version
     result_dir = vm.new_result_dir()
     record = result_dir / "repro.jsonl"
-    command = [sys.executable, "-m", "gadgetd", "repro", "--record", str(record)]
-    if nonblock:
-        command.append("--nonblock")
-    result = vm.run(kernel, command, timeout=REPRO_TIMEOUT, result_dir=result_dir, log=log)
+    result = vm.run(kernel, repro_command(record, nonblock, usb), timeout=REPRO_TIMEOUT,
+                    result_dir=result_dir, log=log, usb=usb)
     row.exit_status = result.status
     row.note = result.note
     if record.exists():

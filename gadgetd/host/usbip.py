@@ -17,19 +17,22 @@ from pathlib import Path
 PLATFORM = Path("/sys/devices/platform")
 PORT = 3240  # usbipd's TCP port
 BUSID = "usbip-vudc.0"  # the board's first vudc, as usbipd --device exports it
-VDEV_ST_USED = 6  # enum usbip_device_status (drivers/usb/usbip/usbip_common.h)
+# enum usbip_device_status (drivers/usb/usbip/usbip_common.h): a port is free in VDEV_ST_NULL
+# (or VDEV_ST_ERROR, on its way back to it); an attach makes it NOTASSIGNED until the hub has
+# reset the port, then USED.
+VDEV_ST_NULL, VDEV_ST_ERROR = 4, 7
 POLL = 0.25  # seconds between looks at the vhci ports (re-attach within 5 s is the promise)
 
 
 def used_ports(status: str) -> list[str]:
-    """The local bus ids of vhci ports in use, from vhci_hcd.N/status* text:
-    `hub port sta spd dev sockfd local_busid`, sta in decimal."""
+    """The vhci ports in use (attached, enumerated or not yet), from vhci_hcd.N/status* text:
+    `hub port sta spd dev sockfd local_busid`, sta in decimal; each by its port number."""
     found = []
     for line in status.splitlines():
         fields = line.split()
         if len(fields) == 7 and fields[0] in ("hs", "ss") and fields[2].isdigit() \
-                and int(fields[2]) == VDEV_ST_USED:
-            found.append(fields[6])
+                and int(fields[2]) not in (VDEV_ST_NULL, VDEV_ST_ERROR):
+            found.append(fields[1])
     return found
 
 

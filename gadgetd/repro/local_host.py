@@ -14,6 +14,7 @@ class LocalHost:
     """This machine's host controller sees the gadget (dummy_hcd): drive it with pyusb."""
 
     observable = True
+    counted = True  # its requests reach contended_open's counts
 
     def __init__(self, vendor: int, product: int):
         self.selector = DeviceSelector(vendor, product)

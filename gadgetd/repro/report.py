@@ -78,7 +78,8 @@ def slow_baseline(contended: ScenarioResult) -> bool:
 
 def contention_shortfall(contended: ScenarioResult) -> str | None:
     """What contended_open lacked to show ffs->mutex contended (None: enough of everything).
-    Host requests are counted only where the host is this machine (host_served recorded)."""
+    Host requests are counted where the host is this machine or reports its counts
+    (host_served recorded)."""
     have = {"attempts": contended.attempts, **contended.counts}
     short = [f"{have.get(key, 0)} {key.replace('_', ' ')} (needs {need})"
              for key, need in MIN_CONTENTION.items()

@@ -45,9 +45,7 @@ class RemoteHost:
 
     def __init__(self, report: HostReport | None = None):
         self.report = report
-
-    def wait_device(self, timeout: float = 30.0):
-        return None
+        self.counted = report is not None  # its requests reach contended_open's counts
 
     def present(self) -> bool:
         return True
@@ -90,11 +88,11 @@ class Rig:
         if mode == "remote":
             self.host = RemoteHost(report)
             return
-        self.serve(no_disconnect=False, daemon_nonblock=False)
+        self.serve(no_disconnect=False, daemon_nonblock=False, wait_host=False)
         seen = local_host_sees(self.spec, 20)
         if not seen and any(USB_DEVICES.glob("usb*")):  # a host is here: a second look, re-served
             self.stop()
-            self.serve(no_disconnect=False, daemon_nonblock=False)
+            self.serve(no_disconnect=False, daemon_nonblock=False, wait_host=False)
             seen = local_host_sees(self.spec, 20)
         if seen:
             from gadgetd.repro.local_host import LocalHost  # pyusb: only when it can serve
@@ -110,14 +108,19 @@ class Rig:
                   "'gadgetd-hil drive' on the host", file=self.log)
         self.stop()
 
-    def serve(self, no_disconnect: bool, daemon_nonblock: bool) -> None:
-        """Start `gadgetd run` and wait until it has bound the UDC."""
+    def serve(self, no_disconnect: bool, daemon_nonblock: bool, wait_host: bool = True) -> None:
+        """Start `gadgetd run`, wait until it has bound the UDC and (`wait_host`) the host has
+        enumerated the gadget."""
         self.strategy.daemon_args = ("--replace",
                                      "--no-disconnect" if no_disconnect else "--disconnect",
                                      "--nonblock" if daemon_nonblock else "--blocking")
         self.strategy.transition("served")
+        if not wait_host:
+            return
         if self.host.observable:
             self.host.wait_device(30)
+        else:  # a remote host's enumeration, as this side sees it: the UDC's state
+            self.strategy.transition("enumerated", 30)
 
     def stop(self) -> None:
         """Orderly stop: the daemon tears its gadget down; a failure of gadgetd is recorded."""

@@ -98,8 +98,8 @@ def contended_open(rig: Rig, nonblock: bool, duration: float) -> ScenarioResult:
         counts["deadline_missed"] = counts["blocking_deadline_missed"]
         present = counts["deadline_missed"] > 0 and not slow_baseline(result)
     result.counts = {k: v for k, v in counts.items() if v}
-    if rig.host.observable:
-        result.counts.setdefault("host_served", 0)  # counted here, so held to its minimum
+    if rig.host.counted:
+        result.counts.setdefault("host_served", 0)  # counted, so held to its minimum
     result.completed = result.attempts > 0
     result.verdict = (PRESENT if present else INCONCLUSIVE if not result.completed
                       or contention_shortfall(result) else ABSENT)
