@@ -79,6 +79,13 @@ def _serial(dev: usb.core.Device) -> str | None:
 RECHECK = 0.1
 
 
+def host_controller(dev: usb.core.Device) -> str:
+    """The driver of the host controller the device hangs off (dummy_hcd, vhci_hcd, xhci_hcd)."""
+    root = Path(f"/sys/bus/usb/devices/usb{dev.bus}").resolve()
+    driver = root.parent / "driver"
+    return driver.resolve().name if driver.exists() else ""
+
+
 def wait_for_device(selector: DeviceSelector, timeout: float = 30.0,
                     gone_first: usb.core.Device | None = None) -> usb.core.Device:
     """Wait (woken by udev events) until the selected device is present and configured by the
