@@ -43,3 +43,21 @@ def test_a_line_being_written_is_not_read(tmp_path):
     with open(path, "a") as f:
         f.write('{"seq": 2, "t": 1.0, "cou')
     assert HostReport(path).mark() == (1, {"status:ok": 1})
+
+
+def test_quiet_asks_the_host_through_a_file_and_waits_for_its_word(tmp_path):
+    path = tmp_path / "drive.jsonl"
+    write(path, 1, {"status:ok": 1})
+    report = HostReport(path)
+
+    def host_goes_quiet():  # drive's side: it sees the file and says so in its next line
+        assert report.quiet_file.exists()
+        with open(path, "a") as f:
+            f.write(report_line(2, {"status:ok": 1}, quiet=True) + "\n")
+
+    threading.Timer(0.3, host_goes_quiet).start()
+    with report.quiet() as quiet:
+        assert quiet
+    assert not report.quiet_file.exists()
+    with report.quiet(wait=0.3) as quiet:  # no new line: not confirmed
+        assert not quiet

@@ -233,14 +233,16 @@ def bisect(good, bad, blocking):
               help="Stop once this file exists (in the lab: $GADGETD_LAB/board/exit-status).")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False),
               help="Append the cumulative counts to FILE each second (JSON lines), for "
-                   "'gadgetd repro --host-report FILE' on the board.")
+                   "'gadgetd repro --host-report FILE' on the board; send nothing while "
+                   "FILE.quiet exists.")
 def drive(device, serial, duration, until, report_path):
     """Keep a gadget's ep0 busy from this host (for 'gadgetd repro' running on a board)."""
     import os
 
     from gadgetd.host.drive import Storm, report_line
 
-    storm = Storm(_selector(device, serial)).start()
+    storm = Storm(_selector(device, serial),
+                  quiet_file=f"{report_path}.quiet" if report_path else None).start()
     end = time.monotonic() + duration if duration else None
     report = open(report_path, "a", buffering=1) if report_path else None
     seq = 0
@@ -250,7 +252,7 @@ def drive(device, serial, duration, until, report_path):
             seq += 1
             counts = dict.copy(storm.counts)  # one C call: the storm thread may be counting
             if report:
-                report.write(report_line(seq, counts) + "\n")
+                report.write(report_line(seq, counts, storm.silent) + "\n")
             if seq % 5 == 0:
                 click.echo(f"{time.strftime('%H:%M:%S')} " + ", ".join(
                     f"{k}={v}" for k, v in sorted(counts.items())))

@@ -60,8 +60,10 @@ class Storm:
     """A background thread cycling through ep0 traffic: vendor transfers with 4 KiB data stages,
     SET_INTERFACE, SET_CONFIGURATION and, every `reset_every` rounds, a port reset."""
 
-    def __init__(self, selector: DeviceSelector, reset_every: int = 25):
-        self.selector, self.reset_every = selector, reset_every
+    def __init__(self, selector: DeviceSelector, reset_every: int = 25,
+                 quiet_file: str | None = None):
+        self.selector, self.reset_every, self.quiet_file = selector, reset_every, quiet_file
+        self.silent = False
         self.counts: Counter = Counter()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="host-storm", daemon=True)
@@ -77,6 +79,11 @@ class Storm:
 
     def _device(self):
         while not self._stop.is_set():
+            if self.quiet():
+                self.silent = True
+                self._stop.wait(0.05)
+                continue
+            self.silent = False
             try:
                 return wait_for_device(self.selector, 1.0)
             except TimeoutError:
@@ -93,16 +100,27 @@ class Storm:
             ("set_configuration", lambda: set_configuration(dev, 1)),
         )
 
+    def quiet(self) -> bool:
+        """Whether the board asked for silence (the quiet file exists: see host_report)."""
+        return bool(self.quiet_file) and os.path.exists(self.quiet_file)
+
     def _run(self) -> None:
         payload = os.urandom(4096)
         dev = None
         for round_no in range(1, 1 << 62):
             if self._stop.is_set():
                 return
+            if self.quiet():
+                self.silent = True  # the thread itself has seen it: nothing is in flight
+                self._stop.wait(0.05)
+                continue
+            self.silent = False
             dev = dev or self._device()
             if dev is None:
                 return
             for name, action in self._actions(dev, payload):
+                if self.quiet():  # asked between two requests: not one more
+                    break
                 try:
                     result = action()
                     result = result if isinstance(result, str) else "ok"
@@ -113,7 +131,7 @@ class Storm:
                     dev = None  # gone or re-enumerating: find it again
                     self.counts["disconnects"] += 1
                     break
-            if dev is not None and round_no % self.reset_every == 0:
+            if dev is not None and round_no % self.reset_every == 0 and not self.quiet():
                 try:
                     dev.reset()
                     self.counts["port_reset:ok"] += 1
@@ -122,6 +140,7 @@ class Storm:
                 dev = None
 
 
-def report_line(seq: int, counts: dict) -> str:
+def report_line(seq: int, counts: dict, quiet: bool = False) -> str:
     """One line of `drive --report` (read by gadgetd.repro.host_report on the board)."""
-    return json.dumps({"seq": seq, "t": round(time.time(), 3), "counts": dict(counts)})
+    return json.dumps({"seq": seq, "t": round(time.time(), 3), "counts": dict(counts),
+                       "quiet": quiet})

@@ -1,11 +1,17 @@
 """The host's own account of a repro run on a board: `gadgetd-hil drive --report FILE` appends one
-JSON line a second, {"seq": N, "t": wall time, "counts": cumulative {"action:outcome": n}},
-and repro reads FILE while it runs (the lab shares it between the VMs; a board reads it over
-NFS or sshfs). A window's counts are the difference of two lines: the newest before the window
-and the first written after it ends, so the two machines' clocks never have to agree."""
+JSON line a second, {"seq": N, "t": wall time, "counts": cumulative {"action:outcome": n},
+"quiet": bool}, and repro reads FILE while it runs (the lab shares it between the VMs; a board
+reads it over NFS or sshfs). A window's counts are the difference of two lines: the newest
+before the window and the first written after it ends, so the two machines' clocks never have
+to agree.
+
+The same directory carries one request back: while FILE.quiet exists, drive sends nothing (and
+its lines say "quiet": true). deactivated_reopen needs that: a host request to a DEACTIVATED
+instance schedules the reset that the reopen would otherwise run itself."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections import Counter
@@ -47,6 +53,26 @@ class HostReport:
         delta = Counter(lines[-1]["counts"])
         delta.subtract(mark[1])
         return {k: v for k, v in delta.items() if v}
+
+
+    @property
+    def quiet_file(self) -> Path:
+        return self.path.with_name(self.path.name + ".quiet")
+
+    @contextlib.contextmanager
+    def quiet(self, wait: float = LINE_WAIT):
+        """The host sends nothing inside the block; yields whether it said so in time."""
+        self.quiet_file.touch()
+        try:
+            start = len(self.lines())
+            end = time.monotonic() + wait
+            while not any(line.get("quiet") for line in self.lines()[start:]):
+                if time.monotonic() > end:
+                    break
+                time.sleep(0.2)
+            yield any(line.get("quiet") for line in self.lines()[start:])
+        finally:
+            self.quiet_file.unlink(missing_ok=True)
 
 
 class ReportedStorm:

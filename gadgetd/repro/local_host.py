@@ -6,6 +6,8 @@ when the local host controller has enumerated the gadget.
 
 from __future__ import annotations
 
+import contextlib
+
 from gadgetd.host import drive
 from gadgetd.host.device import DeviceSelector, wait_for_device, wait_for_removal
 
@@ -31,6 +33,10 @@ class LocalHost:
             return True
         except TimeoutError:
             return False
+
+    def quiet(self):
+        """This machine's host sends only what repro asks it to: quiet already."""
+        return contextlib.nullcontext(True)
 
     def storm(self) -> drive.Storm:
         return drive.Storm(self.selector).start()

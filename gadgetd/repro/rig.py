@@ -4,6 +4,7 @@ instance), and the host side that drives it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -55,6 +56,11 @@ class RemoteHost:
 
     def storm(self):
         return ReportedStorm(self.report) if self.report else None
+
+    def quiet(self):
+        """A block in which the host sends nothing, where it can be asked (its report's
+        directory is shared); yields whether it confirmed."""
+        return self.report.quiet() if self.report else contextlib.nullcontext(False)
 
     def set_interface(self, alt: int) -> str:
         return "sent by gadgetd-hil drive (see its log)"

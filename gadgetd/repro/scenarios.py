@@ -273,10 +273,14 @@ def deactivated_reopen(rig: Rig, nonblock: bool, duration: float) -> ScenarioRes
     """Reopen ep0 of a DEACTIVATED instance whose gadget is still bound. Where open() takes
     ffs->mutex, the reset it runs unbinds the gadget and the unbind wants the same mutex."""
     result, log = ScenarioResult("deactivated_reopen"), KernelLog()
-    if not _deactivated_and_bound(rig, result):
-        return _finish(result, log, rig)
-    proc = rig.run_opener("once", NONBLOCK_ONCE if nonblock else BLOCKING, rig.ep0)
-    out, hang = rig.wait_opener(proc, OPEN_DEADLINE)
+    with rig.host.quiet() as quiet:  # a host request would run the reset before the reopen
+        if not quiet:
+            result.notes.append("the host could not be asked to stay quiet: a request of its "
+                                "to the DEACTIVATED instance may run the reset before the reopen")
+        if not _deactivated_and_bound(rig, result):
+            return _finish(result, log, rig)
+        proc = rig.run_opener("once", NONBLOCK_ONCE if nonblock else BLOCKING, rig.ep0)
+        out, hang = rig.wait_opener(proc, OPEN_DEADLINE)
     result.attempts = 1
     if hang:
         result.hang = hang
