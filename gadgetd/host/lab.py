@@ -62,6 +62,7 @@ AuthorizedKeysFile {ssh / 'authorized_keys'}
 PidFile /run/sshd.pid
 PermitRootLogin prohibit-password
 PasswordAuthentication no
+UsePAM yes
 KbdInteractiveAuthentication no
 StrictModes no
 SetEnv PATH={Path(sys.executable).parent}:/usr/sbin:/usr/bin:/sbin:/bin

@@ -141,7 +141,7 @@ def run(kernel: Kernel, command: list[str], speed: str = "high", timeout: float 
     for directory in shared:
         argv += ["--rwdir", str(directory)]
     if qemu_options:
-        argv += ["--qemu-opts", shlex.join(qemu_options)]
+        argv.append(f"--qemu-opts={shlex.join(qemu_options)}")  # a value beginning with -
     if results is not None:
         results = results.resolve()
         results.mkdir(parents=True, exist_ok=True)
