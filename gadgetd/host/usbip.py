@@ -21,6 +21,7 @@ BUSID = "usbip-vudc.0"  # the board's first vudc, as usbipd --device exports it
 # (or VDEV_ST_ERROR, on its way back to it); an attach makes it NOTASSIGNED until the hub has
 # reset the port, then USED.
 VDEV_ST_NULL, VDEV_ST_ERROR = 4, 7
+ATTACH_TIMEOUT = 10  # seconds one `usbip attach` may take
 POLL = 0.25  # seconds between looks at the vhci ports (re-attach within 5 s is the promise)
 
 
@@ -90,8 +91,13 @@ class Attacher:
                 self._say("detached")
             attached = now_attached
             if not attached:
-                proc = subprocess.run(["usbip", "attach", "-r", self.remote, "-d", self.busid],
-                                      capture_output=True, text=True, timeout=30)
+                try:
+                    proc = subprocess.run(["usbip", "attach", "-r", self.remote, "-d",
+                                           self.busid], capture_output=True, text=True,
+                                          timeout=ATTACH_TIMEOUT)
+                except subprocess.TimeoutExpired:  # usbipd busy with a gadget going away
+                    proc = subprocess.CompletedProcess([], 1, "", f"no answer within "
+                                                       f"{ATTACH_TIMEOUT} s")
                 if proc.returncode == 0:
                     attached = True
                     self.attaches += 1
