@@ -151,6 +151,13 @@ def test_udc_module_reload_while_serving(daemon, suite):
 def test_fuzzed_control_requests(daemon, suite):
     d = daemon()
     dev = d.wait_bound()
+    # The host's SET_CONFIGURATION must have reached the daemon (its ENABLE, in the status it
+    # sends once a second) before the fuzz: a fuzzed request that unconfigures the device first
+    # leaves the function disabled, and every later request is the kernel's to STALL.
+    deadline = time.monotonic() + 10
+    while not runstate.read(d.spec.name)["functions"]["loop0"]["enabled"]:
+        assert time.monotonic() < deadline, "the function was never enabled"
+        time.sleep(0.1)
     rng = random.Random(0x6AD6E7D)
     outcomes: dict = {}
     interface = dev.get_active_configuration()[(0, 0)]
@@ -186,8 +193,15 @@ def test_fuzzed_control_requests(daemon, suite):
     dev.set_configuration(1)  # clears what the fuzz halted
     usb.util.dispose_resources(dev)
     _loopback_ok(d.selector, os.urandom(100000))
-    setups = runstate.read(d.spec.name)["functions"]["loop0"]["counters"].get("setups", 0)
-    assert setups > count(10000) // 10, f"only {setups} requests reached the daemon"
+    # The counters come with the worker's status, once a second: wait until they stop moving.
+    setups, deadline = -1, time.monotonic() + 10
+    while time.monotonic() < deadline:
+        latest = runstate.read(d.spec.name)["functions"]["loop0"]["counters"].get("setups", 0)
+        if latest == setups:
+            break
+        setups = latest
+        time.sleep(2.5)
+    assert setups > count(10000) // 10, f"only {setups} requests reached the daemon: {outcomes}"
     stalls = runstate.read(d.spec.name)["functions"]["loop0"]["counters"].get("stalls", 0)
     suite.update({"requests": sum(outcomes.values()), "outcomes": outcomes,
                   "reached_daemon": setups, "stalls": stalls})
