@@ -11,7 +11,7 @@ import click
 
 from gadgetd import __version__
 from gadgetd.errors import GadgetdError
-from gadgetd.host import kernels
+from gadgetd.host import kernels, usbip
 
 
 def _fail(exc: GadgetdError):
@@ -106,16 +106,14 @@ def lab(board_kernel, host_kernel, board_command, host_command, out_dir, timeout
 
 @main.command()
 @click.argument("remote")
-@click.option("--busid", default="usbip-vudc.0", show_default=True,
+@click.option("--busid", default=usbip.BUSID, show_default=True,
               help="The board's exported device (its vudc).")
 @click.option("--duration", type=float, default=0, help="Seconds to run (default: until Ctrl-C).")
 def attach(remote, busid, duration):
     """Keep the gadget a board exports over USB/IP (usbipd --device) attached to this machine's
     vhci-hcd: attach again whenever the board unbinds and binds."""
-    from gadgetd.host.usbip import Attacher
-
     try:
-        Attacher(remote, busid, log=sys.stdout).run(duration)
+        usbip.Attacher(remote, busid, log=sys.stdout).run(duration)
     except KeyboardInterrupt:
         pass
 

@@ -78,12 +78,7 @@ class Storm:
         return dict(self.counts)
 
     def _device(self):
-        while not self._stop.is_set():
-            if self.quiet():
-                self.silent = True
-                self._stop.wait(0.05)
-                continue
-            self.silent = False
+        while self._hold_while_quiet():
             try:
                 return wait_for_device(self.selector, 1.0)
             except TimeoutError:
@@ -104,17 +99,21 @@ class Storm:
         """Whether the board asked for silence (the quiet file exists: see host_report)."""
         return bool(self.quiet_file) and os.path.exists(self.quiet_file)
 
+    def _hold_while_quiet(self) -> bool:
+        """In this thread, before a request: wait while asked for silence (saying so in
+        `silent`, which drive's report carries); False once stopped."""
+        while self.quiet() and not self._stop.is_set():
+            self.silent = True  # the thread itself has seen it: nothing is in flight
+            self._stop.wait(0.05)
+        self.silent = False
+        return not self._stop.is_set()
+
     def _run(self) -> None:
         payload = os.urandom(4096)
         dev = None
         for round_no in range(1, 1 << 62):
-            if self._stop.is_set():
+            if not self._hold_while_quiet():
                 return
-            if self.quiet():
-                self.silent = True  # the thread itself has seen it: nothing is in flight
-                self._stop.wait(0.05)
-                continue
-            self.silent = False
             dev = dev or self._device()
             if dev is None:
                 return

@@ -66,8 +66,8 @@ def _link_up(address: str | None) -> None:
     subprocess.run(["ip", "link", "set", nics[0], "up"], check=True)
 
 
-def _start_sshd(config: Path, log) -> subprocess.Popen:
-    """The lab board's sshd (gadgetd.host.lab.prepare_ssh wrote its configuration)."""
+def start_sshd(config: Path, log) -> subprocess.Popen:
+    """The lab board's sshd (gadgetd.host.lab.ssh_configs wrote its configuration)."""
     os.makedirs("/run/sshd", exist_ok=True)  # its privilege separation directory
     return subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(config)], stderr=log)
 
@@ -92,7 +92,7 @@ def usb_stack(stack: str, speed: str, logs: Path, address: str | None, attach: s
             helpers.callback(usbipd.kill)
         if stack == "usbip-board" and lab and (lab / "ssh" / "sshd_config").exists():
             sshd_log = helpers.enter_context(open(logs / "sshd.log", "w"))
-            helpers.callback(_start_sshd(lab / "ssh" / "sshd_config", sshd_log).kill)
+            helpers.callback(start_sshd(lab / "ssh" / "sshd_config", sshd_log).kill)
         if stack != "usbip-board":
             attach_log = helpers.enter_context(open(logs / "attach.log", "w", buffering=1))
             attacher = usbip.Attacher(attach or "127.0.0.1", log=attach_log)

@@ -47,19 +47,21 @@ def _link(sockets: Path, side: str) -> tuple[str, ...]:
             "-device", f"virtio-net-pci,netdev=lab,mac={MACS[side]}")
 
 
-def prepare_ssh(out: Path) -> Path:
-    """Keys and configurations for the board's sshd and the host's ssh client, in OUT/ssh."""
-    ssh = out / "ssh"
+def ssh_configs(ssh: Path, address: str, port: int = 22) -> Path:
+    """Keys (kept where they exist) and configurations for an sshd on `address`:`port` that lets
+    root in with the one client key, in directory `ssh`; returns the client's ssh_config."""
     ssh.mkdir(exist_ok=True)
     for name in ("host_key", "client_key"):
         if not (ssh / name).exists():
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", ssh / name],
                            check=True)
     (ssh / "authorized_keys").write_text((ssh / "client_key.pub").read_text())
-    (ssh / "sshd_config").write_text(f"""ListenAddress {BOARD_ADDRESS}
+    # PAM: root's account is locked (no password), and sshd without PAM refuses it any key.
+    (ssh / "sshd_config").write_text(f"""ListenAddress {address}
+Port {port}
 HostKey {ssh / 'host_key'}
 AuthorizedKeysFile {ssh / 'authorized_keys'}
-PidFile /run/sshd.pid
+PidFile {ssh / 'sshd.pid'}
 PermitRootLogin prohibit-password
 PasswordAuthentication no
 UsePAM yes
@@ -67,13 +69,13 @@ KbdInteractiveAuthentication no
 StrictModes no
 SetEnv PATH={Path(sys.executable).parent}:/usr/sbin:/usr/bin:/sbin:/bin
 """)
-    (ssh / "ssh_config").write_text(f"""Host {BOARD_ADDRESS}
+    (ssh / "ssh_config").write_text(f"""Host {address}
   IdentityFile {ssh / 'client_key'}
   UserKnownHostsFile {ssh / 'known_hosts'}
   StrictHostKeyChecking accept-new
 """)
-    (ssh / "known_hosts").unlink(missing_ok=True)  # a new lab may have a new host key
-    return ssh
+    (ssh / "known_hosts").unlink(missing_ok=True)  # a new sshd may have a new host key
+    return ssh / "ssh_config"
 
 
 def exit_status(board: vm.VmResult, host: vm.VmResult) -> tuple[int, str]:
@@ -95,7 +97,7 @@ def run(board_kernel: Kernel, host_kernel: Kernel, board_command: list[str],
     for side in ("board", "host"):
         (out / side).mkdir(parents=True, exist_ok=True)
         (out / side / "exit-status").unlink(missing_ok=True)
-    prepare_ssh(out)
+    ssh_configs(out / "ssh", BOARD_ADDRESS)
     sockets = Path(tempfile.mkdtemp(prefix="gadgetd-lab-"))
     stop_board = threading.Event()
     results: dict[str, vm.VmResult] = {}

@@ -74,7 +74,6 @@ class Attacher:
 
     def __init__(self, remote: str, busid: str = BUSID, log=sys.stderr):
         self.remote, self.busid, self.log = remote, busid, log
-        self.attaches = 0
         self._stop = threading.Event()
 
     def _say(self, text: str) -> None:
@@ -100,7 +99,6 @@ class Attacher:
                                                        f"{ATTACH_TIMEOUT} s")
                 if proc.returncode == 0:
                     attached = True
-                    self.attaches += 1
                     self._say(f"attached ({time.monotonic() - detached_at:.2f} s after the "
                               "port was free)")
                     last_error = ""

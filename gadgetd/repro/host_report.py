@@ -54,7 +54,6 @@ class HostReport:
         delta.subtract(mark[1])
         return {k: v for k, v in delta.items() if v}
 
-
     @property
     def quiet_file(self) -> Path:
         return self.path.with_name(self.path.name + ".quiet")
@@ -64,13 +63,11 @@ class HostReport:
         """The host sends nothing inside the block; yields whether it said so in time."""
         self.quiet_file.touch()
         try:
-            start = len(self.lines())
-            end = time.monotonic() + wait
-            while not any(line.get("quiet") for line in self.lines()[start:]):
-                if time.monotonic() > end:
-                    break
+            start, end = len(self.lines()), time.monotonic() + wait
+            while not (confirmed := any(line.get("quiet") for line in self.lines()[start:])) \
+                    and time.monotonic() < end:
                 time.sleep(0.2)
-            yield any(line.get("quiet") for line in self.lines()[start:])
+            yield confirmed
         finally:
             self.quiet_file.unlink(missing_ok=True)
 

@@ -3,7 +3,6 @@ host uses to reach a board, against Debian's sshd listening on the VM's loopback
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -11,6 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+
+from gadgetd.host.guest import start_sshd
+from gadgetd.host.lab import ssh_configs
 
 PORT = 2222
 
@@ -29,32 +31,8 @@ def _wait_listening(port: int, proc: subprocess.Popen, timeout: float = 30.0) ->
 @pytest.fixture
 def ssh_config(tmp_path) -> Path:
     """sshd on 127.0.0.1:PORT accepting one fresh key for root; returns the client's ssh_config."""
-    for name in ("host_key", "client_key"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", tmp_path / name],
-                       check=True)
-    (tmp_path / "authorized_keys").write_text((tmp_path / "client_key.pub").read_text())
-    server = tmp_path / "sshd_config"
-    server.write_text(f"""ListenAddress 127.0.0.1
-Port {PORT}
-HostKey {tmp_path / 'host_key'}
-AuthorizedKeysFile {tmp_path / 'authorized_keys'}
-PidFile {tmp_path / 'sshd.pid'}
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-UsePAM yes
-KbdInteractiveAuthentication no
-StrictModes no
-SetEnv PATH={Path(sys.executable).parent}:/usr/sbin:/usr/bin:/sbin:/bin
-""")
-    os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege separation directory
-    sshd = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", server],
-                            stderr=open(tmp_path / "sshd.log", "w"))
-    client = tmp_path / "ssh_config"
-    client.write_text(f"""Host 127.0.0.1
-  IdentityFile {tmp_path / 'client_key'}
-  UserKnownHostsFile {tmp_path / 'known_hosts'}
-  StrictHostKeyChecking accept-new
-""")
+    client = ssh_configs(tmp_path, "127.0.0.1", PORT)
+    sshd = start_sshd(tmp_path / "sshd_config", open(tmp_path / "sshd.log", "w"))
     try:
         _wait_listening(PORT, sshd)
         yield client
