@@ -80,34 +80,60 @@ def unmount(mountpoint: Path, grace: float = 5.0) -> None:
         pass
 
 
+# The host's own default (Linux's USB_CTRL_GET_TIMEOUT): a data stage not taken by then was
+# abandoned. Past it, the wait is interrupted and f_fs dequeues the request (-EINTR), which also
+# releases ffs->mutex. Without it, a UDC that never completes an abandoned stage (usbip-vudc
+# until the next transfer: vudc_transfer.c, "TODO - flush any stale requests") stops the loop.
+DATA_STAGE_TIMEOUT = 5.0
+
+
+class DataStageTimeout(DeadlineExceeded):
+    """The host did not complete a control data stage in time; f_fs dequeued it."""
+
+
 def _ignore_alarm(signum, frame):
-    pass  # only there so that SIGALRM interrupts the open (CPython installs it without SA_RESTART)
+    pass  # only there so that SIGALRM interrupts the call (CPython installs it without SA_RESTART)
 
 
-def open_bounded(path: Path, flags: int, remaining: float) -> int:
-    """open(2); a blocking open waits at most `remaining` s (f_fs waits interruptibly for the mutex).
+def bounded(call, remaining: float, timeout: type[DeadlineExceeded], what: str):
+    """call(), a single interruptible syscall (gadgetd.syscalls' *_interruptible), waiting at
+    most `remaining` s; past that, raises `timeout`.
 
-    SIGALRM interrupts the open; its handler raises nothing, so a timer that fires after open()
-    returned neither makes a miss nor loses the fd. The timer repeats every 10 ms past the
-    deadline, in case the first signal came before the open had started to wait. It applies in
-    the main thread only; elsewhere the open is unbounded.
+    SIGALRM interrupts it; its handler raises nothing, so a timer that fires after the call
+    returned neither makes a miss nor loses its result. The timer repeats every 10 ms past the
+    deadline, in case the first signal came before the call had started to wait. Another
+    signal's interruption is retried. It applies in the main thread only; elsewhere the call
+    is unbounded.
     """
-    if flags & os.O_NONBLOCK or threading.current_thread() is not threading.main_thread():
-        return os.open(path, flags)
+    if threading.current_thread() is not threading.main_thread():
+        while True:
+            try:
+                return call()
+            except InterruptedError:
+                continue
     deadline = time.monotonic() + remaining
     previous = signal.signal(signal.SIGALRM, _ignore_alarm)
     signal.setitimer(signal.ITIMER_REAL, max(remaining, 0.001), 0.01)
     try:
         while True:
             try:
-                return syscalls.open_interruptible(path, flags)
+                return call()
             except InterruptedError:
                 if time.monotonic() >= deadline:
-                    raise DeadlineExceeded(errno.ETIMEDOUT, f"blocking open of {path} still "
-                                           f"waiting after {remaining:.3f} s") from None
+                    raise timeout(errno.ETIMEDOUT,
+                                  f"{what} still waiting after {remaining:.3f} s") from None
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def open_bounded(path: Path, flags: int, remaining: float) -> int:
+    """open(2); a blocking open waits at most `remaining` s (f_fs waits interruptibly for the
+    mutex)."""
+    if flags & os.O_NONBLOCK:
+        return os.open(path, flags)
+    return bounded(lambda: syscalls.open_interruptible(path, flags), remaining,
+                   DeadlineExceeded, f"blocking open of {path}")
 
 
 def open_file(path: Path, policy: Ep0OpenPolicy, stats: RetryStats, nonblock: bool) -> int:
@@ -132,18 +158,23 @@ class Ep0:
         self.file.close()
 
     def _retrying(self, operation):
-        """ep0 read/write; under O_NDELAY f_fs trylocks ffs->mutex, so EAGAIN is retried."""
+        """ep0 read/write; under O_NDELAY f_fs trylocks ffs->mutex, so EAGAIN is retried.
+        `operation(remaining)` is given the policy's remaining time."""
         try:
-            return call_with_retry(lambda _: operation(), self.policy, self.stats,
+            return call_with_retry(operation, self.policy, self.stats,
                                    retry_errnos={errno.EAGAIN, errno.EINTR})
         except OSError as exc:
             if exc.errno == errno.EIDRM:
                 raise SetupCancelled() from None
             raise
 
+    def _data_stage(self, call, what: str):
+        return self._retrying(lambda remaining: bounded(
+            call, min(remaining, DATA_STAGE_TIMEOUT), DataStageTimeout, what))
+
     def write_descriptors(self, fn: FunctionSpec, flags: int) -> None:
-        self._retrying(lambda: os.write(self.fd, wire.descriptors_blob(fn, flags)))
-        self._retrying(lambda: os.write(self.fd, wire.strings_blob(fn)))
+        self._retrying(lambda _: os.write(self.fd, wire.descriptors_blob(fn, flags)))
+        self._retrying(lambda _: os.write(self.fd, wire.strings_blob(fn)))
 
     def read_events(self) -> list[wire.Event]:
         """The queued events; [] when none are queued (or the mutex was busy under O_NDELAY)."""
@@ -159,16 +190,17 @@ class Ep0:
 
     def reply(self, data: bytes) -> None:
         """Data stage of an IN request."""
-        self._retrying(lambda: os.write(self.fd, data))
+        self._data_stage(lambda: syscalls.write_interruptible(self.fd, data), "ep0 reply")
 
     def receive(self, length: int) -> bytes:
         """Data stage of an OUT request (length 0 acknowledges a no-data request)."""
-        return self._retrying(lambda: os.read(self.fd, length))
+        return self._data_stage(lambda: syscalls.read_interruptible(self.fd, length),
+                                "ep0 receive")
 
     def stall(self, setup: wire.Setup) -> None:
         """Reading/writing in the wrong direction makes f_fs STALL (it returns EL2HLT)."""
         try:
-            self._retrying(lambda: self.file.halt(setup.request_type))
+            self._retrying(lambda _: self.file.halt(setup.request_type))
         except SetupCancelled:
             pass
 

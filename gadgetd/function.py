@@ -16,7 +16,7 @@ from functionfs import ch9
 
 from gadgetd import wire
 from gadgetd.aio import AioQueue
-from gadgetd.ffs import Ep0, SetupCancelled
+from gadgetd.ffs import DATA_STAGE_TIMEOUT, DataStageTimeout, Ep0, SetupCancelled
 from gadgetd.model import FunctionSpec
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,13 @@ class FunctionServer:
                 self.ep0.stall(setup)
         except SetupCancelled:
             self.counters["setups_cancelled"] += 1
+        except DataStageTimeout:
+            # f_fs dequeued the stage but still holds the SETUP pending (ep0 polls readable and
+            # a read would STALL and fail): STALL it ourselves; the host's next SETUP clears it.
+            self.counters["data_stage_timeouts"] += 1
+            self.warnings.warn("data stage", "%s: the host did not complete the data stage in "
+                               "%g s: dequeued and STALLed", setup, DATA_STAGE_TIMEOUT)
+            self.ep0.stall(setup)
         except OSError as exc:
             # The host went away mid-request, or the data stage failed: its problem, not ours.
             self.counters["setup_errors"] += 1

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 _libc = ctypes.CDLL(None, use_errno=True)  # libc is already loaded; find_library would run ldconfig
+_libc.read.restype = _libc.write.restype = ctypes.c_ssize_t
 UMOUNT_NOFOLLOW = 8
 SYS_OPENAT2 = 437  # the unified number: the same on x86_64, arm and aarch64
 
@@ -69,6 +70,25 @@ def open_interruptible(path: Path | str, flags: int) -> int:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), str(path))
     return fd
+
+
+def read_interruptible(fd: int, length: int) -> bytes:
+    """read(2) once, through libc: a signal that interrupts it gives InterruptedError."""
+    buf = ctypes.create_string_buffer(length)
+    n = _libc.read(ctypes.c_int(fd), buf, ctypes.c_size_t(length))
+    if n < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return buf.raw[:n]
+
+
+def write_interruptible(fd: int, data: bytes) -> int:
+    """write(2) once, through libc: a signal that interrupts it gives InterruptedError."""
+    n = _libc.write(ctypes.c_int(fd), data, ctypes.c_size_t(len(data)))
+    if n < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return n
 
 
 def prctl(option: int, arg: int) -> None:

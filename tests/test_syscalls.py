@@ -1,5 +1,6 @@
 """syscalls: the bounded open (a deadline interrupts it, a late timer costs nothing; a FIFO
-without a writer blocks open(2) like a busy ffs->mutex) and attribute writes (pure userspace)."""
+without a writer blocks open(2) like a busy ffs->mutex), bounded reads and writes (a pipe nobody
+drains blocks like an ep0 data stage the host abandoned) and attribute writes (pure userspace)."""
 
 import os
 import signal
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gadgetd import syscalls
-from gadgetd.ffs import open_bounded
+from gadgetd.ffs import DataStageTimeout, bounded, open_bounded
 from gadgetd.open_policy import DeadlineExceeded
 
 
@@ -67,6 +68,44 @@ def test_signals_before_the_deadline_do_not_end_the_wait(tmp_path):
     finally:
         signal.signal(signal.SIGCHLD, previous)
         os.waitpid(pid, 0)
+
+
+def test_a_read_nobody_answers_ends_at_its_deadline():
+    r, w = os.pipe()
+    try:
+        start = time.monotonic()
+        with pytest.raises(DataStageTimeout):
+            bounded(lambda: syscalls.read_interruptible(r, 64), 0.2, DataStageTimeout, "read")
+        assert 0.2 <= time.monotonic() - start < 2.0
+        os.write(w, b"late")  # nothing of the interrupted read is left behind
+        assert bounded(lambda: syscalls.read_interruptible(r, 64), 1.0, DataStageTimeout,
+                       "read") == b"late"
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_a_write_nobody_takes_ends_at_its_deadline():
+    """A full pipe blocks write(2) as a queued IN data stage blocks until the host takes it."""
+    r, w = os.pipe()
+    try:
+        os.set_blocking(w, False)
+        while True:
+            try:
+                os.write(w, b"x" * 65536)
+            except BlockingIOError:
+                break
+        os.set_blocking(w, True)
+        with pytest.raises(DataStageTimeout) as exc:
+            bounded(lambda: syscalls.write_interruptible(w, b"reply"), 0.2, DataStageTimeout,
+                    "ep0 reply")
+        assert "ep0 reply still waiting after 0.200 s" in str(exc.value)
+        os.read(r, 65536)
+        assert bounded(lambda: syscalls.write_interruptible(w, b"reply"), 1.0,
+                       DataStageTimeout, "ep0 reply") == 5
+    finally:
+        os.close(r)
+        os.close(w)
 
 
 def test_a_failed_attribute_write_names_the_attribute_and_the_value():

@@ -14,9 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
+import usb.core
+import usb.util
 
 from gadgetd import configfs, ffs, runstate, template, templates
-from gadgetd.host.device import DeviceSelector, LoopbackDriver, wait_for_device
+from gadgetd.host.device import ECHO_IN, DeviceSelector, LoopbackDriver, wait_for_device
 from tests.vm.conftest import dummy_hcd_params, gadgetd, save_figures
 
 pytestmark = [pytest.mark.vm, pytest.mark.faults]  # make test-faults runs them at full counts
@@ -371,3 +373,33 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_a_data_stage_the_host_abandoned_is_dequeued_and_the_worker_goes_on(daemon):
+    """The host gives up on an IN request (1 ms timeout) before the worker's reply, then sends
+    nothing more. dummy_hcd keeps that reply queued until the next SETUP (usbip-vudc: until the
+    next data stage), so without a bound the worker's write(ep0) waited, holding ffs->mutex,
+    until the supervisor killed it as silent. Bounded, f_fs dequeues it and the worker goes on."""
+    d = daemon()
+    loopback = LoopbackDriver(d.wait_bound())
+    worker = runstate.read(d.spec.name)["functions"]["loop0"]["pid"]
+    counters: dict = {}
+    for _ in range(20):
+        try:
+            loopback.dev.ctrl_transfer(0xC1, ECHO_IN, 0, loopback.interface_number, 4096, 1)
+            continue  # answered within 1 ms: try again
+        except usb.core.USBTimeoutError:
+            pass
+        deadline = time.monotonic() + ffs.DATA_STAGE_TIMEOUT + 4  # 2 statuses past the bound
+        while time.monotonic() < deadline and not counters.get("data_stage_timeouts"):
+            time.sleep(0.5)
+            counters = runstate.read(d.spec.name)["functions"]["loop0"]["counters"]
+        if counters.get("data_stage_timeouts"):
+            break
+    assert counters.get("data_stage_timeouts") == 1, counters
+    state = runstate.read(d.spec.name)
+    assert state["recovery_count"] == 0 and state["functions"]["loop0"]["pid"] == worker
+    assert loopback.echo(b"after") == b"after"
+    assert loopback.loopback(b"after") == b"after"
+    usb.util.dispose_resources(loopback.dev)
+    assert "the host did not complete the data stage in 5 s: dequeued and STALLed" in d.stop_and_log()
