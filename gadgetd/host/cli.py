@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -32,6 +33,9 @@ def _selector(device: str, serial: str | None):
 @click.version_option(__version__, prog_name="gadgetd-hil")
 def main():
     """Host side of gadgetd: boot kernels with dummy_hcd, run the HIL suite, compare kernels."""
+    # SIGTERM ends it as Ctrl-C does, through every `finally`: the VMs it booted (each in a
+    # session of its own) are killed too, not left running.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 @main.command(context_settings={"ignore_unknown_options": True})

@@ -101,10 +101,9 @@ def _hidden_dirs() -> list[Path]:
     return [p for p in needed if not any(p != q and p.is_relative_to(q) for q in needed)]
 
 
-def _systemd_argv(argv: list[str], guest: list[str], result_dir: Path) -> list[str]:
-    """Boot the machine's systemd as PID 1 (virtme-ng --systemd) and run `guest` as the
-    kernel-command-line.service, after basic.target; see systemd_guest/ for why each piece."""
-    (result_dir / "cmd.sh").write_text(f"exec {shlex.join(guest)}\n")
+def _systemd_argv(argv: list[str], result_dir: Path) -> list[str]:
+    """Boot the machine's systemd as PID 1 (virtme-ng --systemd) and run result_dir/cmd.sh as
+    the kernel-command-line.service, after basic.target; see systemd_guest/ for why each piece."""
     # run.sh mounts the --rwdir shares itself, in order (9p tags virtme.initmount0, 1, ...).
     rwdirs = [argv[i + 1] for i, a in enumerate(argv) if a == "--rwdir"]
     append = " ".join([
@@ -148,10 +147,13 @@ def run(kernel: Kernel, command: list[str], speed: str = "high", timeout: float 
         argv += ["--rwdir", str(results)]
         options += ["--results", str(results)]
     guest = [sys.executable, "-m", "gadgetd.host.guest", *options, "--", *command]
+    # In a file, not on the kernel's command line (virtme-ng's --exec): that line holds 2048
+    # bytes on x86, and a longer one left the guest waiting forever, without a word.
+    (result_dir / "cmd.sh").write_text(f"exec {shlex.join(guest)}\n")
     if systemd:
-        argv = _systemd_argv(argv, guest, result_dir)
+        argv = _systemd_argv(argv, result_dir)
     else:
-        argv += ["--exec", shlex.join(guest)]
+        argv += ["--exec", f"sh {shlex.quote(str(result_dir / 'cmd.sh'))}"]
     if not quiet:
         versions = ", ".join(f"{p} {v}" for p, v in kernel.packages) or str(kernel.image)
         print(f"gadgetd-hil vm: booting {kernel.release} ({versions}), speed {speed}", file=log)
