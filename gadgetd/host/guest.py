@@ -123,10 +123,16 @@ def main(argv=None) -> int:
         env["GADGETD_RESULTS"] = str(args.results)
     if args.lab:
         env["GADGETD_LAB"] = str(args.lab)
+    logs = args.results or args.result
     with contextlib.ExitStack() as stack:
+        # Followed, not read at the end: a lab's board VM is stopped, not left to finish.
+        dmesg = subprocess.Popen(["dmesg", "--follow"], stdout=stack.enter_context(
+            open(logs / "dmesg.txt", "w")))
+        stack.callback(dmesg.wait, 5)
+        stack.callback(dmesg.terminate)
         try:
-            stack.enter_context(usb_stack(args.usb, args.speed, args.results or args.result,
-                                          args.address, args.attach, args.lab))
+            stack.enter_context(usb_stack(args.usb, args.speed, logs, args.address, args.attach,
+                                          args.lab))
         except (subprocess.CalledProcessError, OSError) as exc:
             print(f"gadgetd-guest: cannot set up the USB stack {args.usb}: {exc}",
                   file=sys.stderr)
@@ -140,8 +146,6 @@ def main(argv=None) -> int:
     if status < 0:  # killed by a signal: report it the way a shell does
         status = 128 - status
     _write(args.result / "status", f"{status}\n")
-    with open((args.results or args.result) / "dmesg.txt", "w") as f:
-        subprocess.run(["dmesg"], stdout=f)
     return status
 
 
