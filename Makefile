@@ -15,10 +15,10 @@ BUILD := out/bench-build
 SYSUSERS := gadgetd/systemd/gadgetd.sysusers
 
 .PHONY: help setup system-packages system-user demo repro repro-full bench bench-detection test unit-test vm-test \
-	repro-test test-faults test-armel usbip-test lint
+	repro-test test-faults test-armel usbip-test test-two-machines bench-usbip lint
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 system-packages: ## Install the Debian packages the VM bench needs (root; no-op when present)
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -66,6 +66,9 @@ $(BUILD)/testusb: bench/build.sh bench/host_bulk.c bench/aio_multibuff-reap.patc
 bench: setup ## Throughput, control latency, bring-up, ep0 open cost, RSS vs in-kernel and C
 	$(PY) bench/run.py
 
+bench-usbip: setup ## The same bench over USB/IP in one kernel (usbip-vudc to vhci-hcd, loopback TCP)
+	$(PY) bench/run.py --usb usbip-loopback --runs 3 --out out/bench-usbip
+
 out/example-wheels/.built: $(wildcard examples/gadgetd-greeting/*.toml examples/gadgetd-greeting/*/*.py)
 	rm -rf out/example-wheels
 	$(PY) -m pip wheel -q --no-deps --no-build-isolation -w out/example-wheels examples/gadgetd-greeting
@@ -99,7 +102,10 @@ usbip-test: setup ## USB/IP in one kernel (usbip-vudc to vhci-hcd, no dummy_hcd)
 	$(HIL) matrix --kernels $(REPRO_KERNEL) --usb usbip-loopback --check --expect present \
 	  --out out/usbip-test
 
-test: lint unit-test test-armel vm-test repro-test ## Everything CI runs: lint, unit tests, then VM tests on the default kernel
+test-two-machines: setup ## Board VM + host VM over USB/IP: HIL suite, reconnects, repro on 4 kernel pairs
+	$(PY) -m pytest -q -m lab tests/lab/test_two_machines.py
+
+test: lint unit-test test-armel vm-test repro-test usbip-test ## Everything CI runs: lint, unit tests, then VM tests (dummy_hcd, USB/IP in one kernel)
 
 lint: setup ## ruff, the import contract (lint-imports: layers, no cycles) and its own tests
 	$(VENV)/bin/ruff check gadgetd tests bench examples

@@ -232,8 +232,8 @@ def main() -> int:
                 side.down()
             rows.append(row)
             print(json.dumps(row), flush=True)
-    results = {"kernel": os.uname().release, "size": SIZE, "depth": DEPTH, "bytes": BYTES,
-               "rows": rows, "ep0_open_ms": ep0_open_cost(20)}
+    results = {"kernel": os.uname().release, "usb": os.environ["GADGETD_USB"], "size": SIZE,
+               "depth": DEPTH, "bytes": BYTES, "rows": rows, "ep0_open_ms": ep0_open_cost(20)}
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
     return 0
 

@@ -1,6 +1,7 @@
 """`make bench`: build the C baselines, boot the default kernel once, run bench/guest.py in it,
 then print absolute figures and ratios (medians over the runs), write JSON and a PNG chart.
-The last line is `bench: in=RATIO out=RATIO` (gadgetd over in-kernel SourceSink throughput)."""
+The last line is `bench: in=RATIO out=RATIO` (gadgetd over in-kernel SourceSink throughput).
+`--usb usbip-loopback` runs the same sides over USB/IP in one kernel (make bench-usbip)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ sys.path.insert(0, str(ROOT))
 
 from gadgetd.host import kernels, vm  # noqa: E402
 
+LINKS = {"dummy": "dummy_hcd", "usbip-loopback": "USB/IP: usbip-vudc to vhci-hcd over loopback TCP"}
 TARGETS = ("throughput >= 0.95x in-kernel SourceSink and >= 1.0x the C examples, each direction; "
            "bring-up <= 2x ffs-test; peak RSS <= 40 MiB")
 
@@ -69,8 +71,9 @@ def render(results: dict, table: dict) -> tuple[str, dict]:
         "ctrl_p50_vs_kernel": ratio(g.get("ctrl_p50_us"), k.get("ctrl_p50_us")),
     }
     runs = len({r["run"] for r in results["rows"]})
-    lines = [f"bench on {results['kernel']} (dummy_hcd, high speed): host_bulk {results['size']} B "
-             f"x {results['depth']} requests, {results['bytes'] >> 20} MiB per direction; medians "
+    lines = [f"bench on {results['kernel']} ({LINKS[results['usb']]}, high speed): "
+             f"host_bulk {results['size']} B x {results['depth']} requests, "
+             f"{results['bytes'] >> 20} MiB per direction; medians "
              f"of {runs} alternating runs", "",
              f"{'device side':<15} {'IN MiB/s':>9} {'OUT MiB/s':>10} {'bring-up s':>11} "
              f"{'ctrl p50/p99 us':>16} {'peak RSS MiB':>14}"]
@@ -103,7 +106,7 @@ def render(results: dict, table: dict) -> tuple[str, dict]:
     return "\n".join(lines), {"ratios": ratios, "checks": checks}
 
 
-def chart(table: dict, path: Path) -> None:
+def chart(table: dict, path: Path, usb: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -117,7 +120,7 @@ def chart(table: dict, path: Path) -> None:
                 width=0.4, label=direction.upper())
     ax1.set_xticks(list(x), sides)
     ax1.set_ylabel("MiB/s")
-    ax1.set_title("bulk throughput (host_bulk, dummy_hcd)")
+    ax1.set_title(f"bulk throughput (host_bulk, {LINKS[usb].split(':')[0]})")
     ax1.legend()
     ax2.bar(sides, [table[s]["bring_up_s"] for s in sides], color="tab:gray")
     ax2.set_ylabel("seconds")
@@ -132,6 +135,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--kernel", default=kernels.DEFAULT_SPEC)
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "bench")
+    parser.add_argument("--usb", choices=list(LINKS), default="dummy",
+                        help="the VM's USB stack (gadgetd-hil vm --usb)")
     args = parser.parse_args()
     build = ROOT / "out" / "bench-build"
     subprocess.run(["sh", str(ROOT / "bench/build.sh"), str(build)], check=True)
@@ -140,14 +145,14 @@ def main() -> int:
     result = vm.run(kernels.resolve(args.kernel),
                     [sys.executable, str(ROOT / "bench/guest.py"), "--build", str(build),
                      "--runs", str(args.runs), "--out", str(args.out)],
-                    timeout=7200, results=args.out)
+                    timeout=7200, results=args.out, usb=args.usb)
     if result.status != 0 or not (args.out / "results.json").exists():
         print(f"bench: the VM run failed (exit {result.status})", file=sys.stderr)
         return 1
     results = json.loads((args.out / "results.json").read_text())
     table = summarize(results)
     text, verdict = render(results, table)
-    chart(table, args.out / "bench.png")
+    chart(table, args.out / "bench.png", results["usb"])
     (args.out / "bench.json").write_text(json.dumps({**results, "summary": table, **verdict},
                                                     indent=1))
     print(text)

@@ -69,10 +69,15 @@ KbdInteractiveAuthentication no
 StrictModes no
 SetEnv PATH={Path(sys.executable).parent}:/usr/sbin:/usr/bin:/sbin:/bin
 """)
+    # One connection for every command (the HIL suite's board control): a new ssh handshake
+    # costs seconds under emulation. Its socket is in /tmp, not in `ssh` (9p in the lab).
     (ssh / "ssh_config").write_text(f"""Host {address}
   IdentityFile {ssh / 'client_key'}
   UserKnownHostsFile {ssh / 'known_hosts'}
   StrictHostKeyChecking accept-new
+  ControlMaster auto
+  ControlPath /tmp/gadgetd-ssh-%C
+  ControlPersist 60
 """)
     (ssh / "known_hosts").unlink(missing_ok=True)  # a new sshd may have a new host key
     return ssh / "ssh_config"

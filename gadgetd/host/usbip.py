@@ -102,8 +102,8 @@ class Attacher:
                     self._say(f"attached ({time.monotonic() - detached_at:.2f} s after the "
                               "port was free)")
                     last_error = ""
-                elif (error := proc.stderr.strip().splitlines()[-1:] or [""])[0] != last_error:
-                    last_error = error
+                elif (error := (proc.stderr.strip().splitlines() or [""])[-1]) != last_error:
+                    last_error = error  # said once, not at every poll
                     self._say(f"not yet: {error}")
             self._stop.wait(POLL)
 
