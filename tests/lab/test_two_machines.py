@@ -29,8 +29,10 @@ DEVICE = f"{SPEC.id_vendor:04x}:{SPEC.id_product:04x}"
 
 # Both sides see the lab's directory as $GADGETD_LAB and their own part of it as
 # $GADGETD_RESULTS. The board's repro waits for host/hil-done, so the HIL suite runs first.
+MODULES = 'ls /sys/module > "$R/modules.txt"; ls /sys/class/udc > "$R/udcs.txt"\n'
 BOARD = """\
 export PATH={bin}:$PATH L=$GADGETD_LAB R=$GADGETD_RESULTS
+""" + MODULES + """\
 {serve}
 until [ -e "$L/host/hil-done" ]; do sleep 1; done
 gadgetd repro --nonblock --host remote --host-report "$L/host/drive.jsonl" \\
@@ -40,6 +42,7 @@ echo $? > "$R/repro-status"
 SERVE = 'gadgetd run loopback > "$R/gadgetd.log" 2>&1 &'
 HOST = """\
 export PATH={bin}:$PATH L=$GADGETD_LAB R=$GADGETD_RESULTS
+""" + MODULES + """\
 status=0
 {hil}
 touch "$R/hil-done"
@@ -107,6 +110,13 @@ def test_lab(board_kernel, host_kernel, with_hil, expected):
     proc = lab(out, board_kernel, host_kernel, with_hil)
     why = summary(out, proc)
     assert proc.returncode == 0, why  # the host's commands all passed; the board's script ran
+    board_modules = set((out / "board" / "modules.txt").read_text().split())
+    host_modules = set((out / "host" / "modules.txt").read_text().split())
+    # The board has a UDC and no host controller of ours; the host the reverse.
+    assert "usbip_vudc" in board_modules and not {"dummy_hcd", "vhci_hcd"} & board_modules
+    assert (out / "board" / "udcs.txt").read_text().split() == ["usbip-vudc.0"]
+    assert "vhci_hcd" in host_modules and not {"dummy_hcd", "usbip_vudc"} & host_modules
+    assert (out / "host" / "udcs.txt").read_text().split() == []
     repro = repro_result(out)
     scenarios = repro["scenarios"]
     assert repro["report"]["verdict"] == expected, why
