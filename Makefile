@@ -93,7 +93,8 @@ test-armel: setup ## Unit tests on 32-bit ARM (Pi Zero's armel) under qemu-user;
 	# signals (a 150-fork storm takes minutes there and proves nothing about the board).
 	scripts/armel-tests.sh "" -q --deselect tests/test_fork_signals.py
 
-repro-test: setup ## repro on the pinned regression kernel in the VM: verdict present, gadgetd never failing
+repro-test: setup ## On the pinned regression kernel: gadgetd trace's tests, then repro (present, gadgetd never failing)
+	$(HIL) vm --kernel $(REPRO_KERNEL) -- $(PY) -m pytest -q -m regression tests/vm
 	$(HIL) matrix --kernels $(REPRO_KERNEL) --check --expect present --out out/repro-test
 
 usbip-test: setup ## USB/IP in one kernel (usbip-vudc to vhci-hcd, no dummy_hcd): HIL suite, then repro --host remote

@@ -161,6 +161,29 @@ def repro(nonblock, scenarios, duration, as_json, record, template, host, host_r
 
 
 @main.command()
+@click.option("--duration", type=float, help="Seconds to trace (default: until Ctrl-C).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of the table.")
+def trace(duration, as_json):
+    """Who opens ep0/epN (flags, result, duration) and how long ep0 reads and writes hold on.
+
+    kprobe events through tracefs, in a probe group of gadgetd's own, removed on exit.
+    Needs root and usb_f_fs loaded.
+    """
+    from gadgetd.trace import runner
+    from gadgetd.trace.btf import BtfError
+    from gadgetd.trace.tracefs import TraceError
+
+    try:
+        click.echo(runner.main(duration, as_json))
+    except (TraceError, BtfError) as exc:
+        click.echo(f"gadgetd trace: error: {exc}", err=True)
+        sys.exit(1)
+    except PermissionError as exc:
+        click.echo(f"gadgetd trace: error: {exc.filename}: {exc.strerror} (run as root)", err=True)
+        sys.exit(1)
+
+
+@main.command()
 @click.argument("name")
 def reload(name):
     """Make the gadgetd serving NAME re-read its template and re-enumerate (SIGHUP)."""
@@ -212,13 +235,12 @@ def status(as_json):
         click.echo(f"{s['name']}: {who}, UDC {s['bound'] or '-'} ({s['udc_state']}), "
                    f"{s.get('recovery_count', 0)} recoveries")
         for fname, f in s.get("functions", {}).items():
-            counters = f.get("counters", {})
             retries = f.get("ep0_retries", {})
             click.echo(f"  {fname}: {f.get('type', '?')} as {f.get('user')}, "
                        f"{'enabled' if f.get('enabled') else 'not enabled'}, "
-                       f"events {f.get('events', {})}, bytes looped "
-                       f"{counters.get('bytes_looped', 0)}, ep0 opens {retries.get('operations', 0)}"
-                       f" with {retries.get('retries_total', 0)} retries {retries.get('retries', {})}")
+                       f"events {f.get('events', {})}, counters {f.get('counters', {})}, "
+                       f"ep0 opens {retries.get('operations', 0)} with "
+                       f"{retries.get('retries_total', 0)} retries {retries.get('retries', {})}")
 
 
 @main.command("install-service")

@@ -22,8 +22,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        if "tests/vm/" in str(item.fspath) and not item.get_closest_marker("systemd") \
-                and not item.get_closest_marker("usbip"):
+        if "tests/vm/" in str(item.fspath) and not any(
+                item.get_closest_marker(m) for m in ("systemd", "usbip", "regression")):
             item.add_marker(pytest.mark.vm)
 
 
