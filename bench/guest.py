@@ -177,6 +177,7 @@ def ep0_open_cost(seconds: float) -> dict:
     from gadgetd.repro.rig import Rig
 
     rig = Rig()
+    rig.choose_host("local")  # this kernel's host controller (dummy_hcd, or vhci over loopback)
     rig.serve(no_disconnect=False, daemon_nonblock=False)
     storm = rig.host.storm()
     result = {}

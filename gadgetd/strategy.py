@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -71,7 +72,9 @@ class GadgetStrategy:
 
     def start(self, *extra_args: str) -> subprocess.Popen:
         """Exec `gadgetd run` without waiting (the bench times bring-up with its own watcher)."""
-        if self.log.seekable():  # a file of our own keeps one run's log; a terminal keeps all
+        # A file of our own keeps one run's log; a terminal, a pipe or /dev/null (seekable,
+        # but ftruncate fails with EINVAL) is written as it is.
+        if stat.S_ISREG(os.fstat(self.log.fileno()).st_mode):
             self.log.seek(0)
             self.log.truncate()
         self.daemon = subprocess.Popen([*self.command, "run", self.template_path,
