@@ -206,6 +206,10 @@ class Supervisor:
         self.loop.add_reader(self.watch.fileno(), self._on_udc_event)
         if udc.bound(self.gadget_dir):
             self._follow_udc_state(self.udc_name)
+        elif self.udc_name and self.udc_name in udc.list_udcs():
+            # Bound, and unbound by someone else while the UDC stayed: theirs, as it is once
+            # the watch runs (binding again here made their own bind fail with EBUSY).
+            self._status(f"unbound from {self.udc_name} by someone else: left unbound")
         else:  # not there yet, or removed before the monitor listened
             self._try_bind()
 
