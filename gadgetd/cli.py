@@ -11,6 +11,7 @@ import click
 from gadgetd import __version__, template, templates
 from gadgetd.errors import GadgetdError
 from gadgetd.model import BLOCKING, NONBLOCK
+from gadgetd.repro.report import SCENARIOS
 
 
 def setup_logging(verbose: bool) -> None:
@@ -123,9 +124,9 @@ def down(name):
               help="Open with O_RDWR|O_NDELAY, as the failing userland does (default: blocking "
                    "opens with a deadline).")
 @click.option("--scenario", "scenarios", multiple=True,
-              type=click.Choice(["contended_open", "deactivated_set_alt", "open_race",
-                                 "deactivated_reopen"]),
-              help="Run only these (repeatable; default: all, in a safe order).")
+              type=click.Choice(SCENARIOS),
+              help="Run only these (repeatable; default: all, in a safe order). The exit status "
+                   "is then their verdict.")
 @click.option("--duration", type=float, default=20.0, show_default=True,
               help="Seconds of contended opens in contended_open.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of the table.")
@@ -148,7 +149,6 @@ def repro(nonblock, scenarios, duration, as_json, record, template, host, host_r
     """
     from pathlib import Path
 
-    from gadgetd.repro.report import SCENARIOS
     from gadgetd.repro.runner import run
 
     if host_report and host == "local":

@@ -49,3 +49,17 @@ def test_render_and_rates():
     lines = text.splitlines()
     assert "6.1.0-56-amd64" in lines[2] and "2.50" in lines[2] and lines[2].endswith("present")
     assert "debian:9" in lines[3] and "(did not boot)" in lines[3]
+
+
+def test_every_scenario_has_a_column_and_a_row_in_the_chart(tmp_path):
+    row = matrix.Row("debian:6.1.0-57-amd64", "6.1.0-57-amd64", "6.1.192-3", rep.PRESENT, 1)
+    row.scenarios = {name: {"verdict": verdict, "counts": {}, "latency_ms": {}}
+                     for name, verdict in zip(rep.SCENARIOS, ["present", "absent", "absent",
+                                                              "absent", "present", "inconclusive"],
+                                              strict=True)}
+    head, _, line = matrix.render([row]).splitlines()
+    assert [matrix.short_name(n) for n in rep.SCENARIOS] == head.split()[2:8]
+    assert line.split()[2:8] == ["present", "absent", "absent", "absent", "present",
+                                 "inconclusive"]
+    json_path, png_path = matrix.save([row], tmp_path)
+    assert png_path.stat().st_size > 10_000 and "read_after_unbind" in json_path.read_text()

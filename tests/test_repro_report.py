@@ -264,3 +264,68 @@ def test_a_setup_hiccup_is_tried_again_and_nothing_of_it_is_lost(monkeypatch):
         "contended_open", notes=["too quiet"])})
     result = runner._run_scenario(rig, "contended_open", True, 1.0)
     assert result.verdict == rep.INCONCLUSIVE and len(result.notes) == runner.SCENARIO_ATTEMPTS
+
+
+@pytest.mark.parametrize("name", ["delayed_open", "read_after_unbind"])
+def test_each_ep0_read_scenario_makes_it_present(name):
+    results = all_absent()
+    results[name].verdict = rep.PRESENT
+    results[name].finding = "opens waited"
+    verdict, reason = rep.overall_verdict(results, nonblock=True)
+    assert verdict == rep.PRESENT and reason == f"{name}: opens waited"
+
+
+def test_an_unproven_hang_does_not_make_a_scenario_present():
+    results = all_absent()
+    results["read_after_unbind"].verdict = rep.PRESENT
+    results["read_after_unbind"].hang = stuck(states="DD")
+    assert rep.overall_verdict(results, nonblock=True)[0] != rep.PRESENT
+
+
+def test_absent_needs_every_verdict_scenario_absent():
+    results = all_absent()
+    results["read_after_unbind"].verdict = rep.INCONCLUSIVE  # ran, but too few re-reads
+    verdict, reason = rep.overall_verdict(results, nonblock=True)
+    assert verdict == rep.INCONCLUSIVE and "read_after_unbind" in reason
+
+
+@pytest.mark.parametrize("verdict", [rep.ABSENT, rep.PRESENT, rep.INCONCLUSIVE])
+def test_one_asked_scenario_gives_its_own_verdict(verdict):
+    """`repro --scenario X`: X's verdict is the exit status, whatever the others would say."""
+    for name in rep.SCENARIOS:
+        results = {name: done(name, verdict=verdict)}
+        if name == "contended_open":  # its verdict is read from its counts
+            results[name].counts = ({"eagain_no_retry": 1} if verdict == rep.PRESENT
+                                    else dict(CONTENDED))
+            results[name].attempts = 500 if verdict == rep.ABSENT else 0
+        report = rep.build_report("k", True, results, asked=[name])
+        assert report["verdict"] == verdict, (name, report["reason"])
+        assert report["asked"] == [name]
+
+
+def test_boots_put_each_hang_capable_scenario_alone_and_last():
+    assert rep.boots(rep.SCENARIOS) == [
+        ["contended_open", "deactivated_set_alt", "open_race", "delayed_open"],
+        ["deactivated_reopen"], ["read_after_unbind"]]
+    assert rep.boots(["read_after_unbind"]) == [["read_after_unbind"]]
+    assert rep.boots(["open_race"]) == [["open_race"]]
+
+
+def test_reports_of_several_boots_merge_into_one_verdict():
+    results = all_absent()
+    parts = [rep.build_report("6.1.0-57-amd64", True, {n: results[n] for n in group},
+                              host="local", asked=group) for group in rep.boots(rep.SCENARIOS)]
+    merged = rep.merge(json.loads(json.dumps(parts)))
+    assert merged["verdict"] == rep.ABSENT and merged["boots"] == 3
+    assert set(merged["scenarios"]) == set(rep.SCENARIOS) and merged["asked"] == list(rep.SCENARIOS)
+    assert rep.problems(merged, 0) == []
+    reopen = parts[1]["scenarios"]["deactivated_reopen"]
+    reopen["hang"] = stuck()
+    assert rep.merge(parts)["verdict"] == rep.PRESENT  # a hang in its own boot counts
+    parts[2] = rep.build_report("6.1.0-57-amd64", True, {}, error="repro could not run: no UDC",
+                                asked=["read_after_unbind"])
+    merged = rep.merge(parts)
+    assert merged["verdict"] == rep.PRESENT  # the hang still proves it
+    reopen["hang"] = None
+    merged = rep.merge(parts)
+    assert merged["verdict"] == rep.INCONCLUSIVE and "no UDC" in merged["reason"]

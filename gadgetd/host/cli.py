@@ -13,6 +13,7 @@ import click
 from gadgetd import __version__
 from gadgetd.errors import GadgetdError
 from gadgetd.host import kernels, usbip
+from gadgetd.repro.report import SCENARIOS
 
 
 def _fail(exc: GadgetdError):
@@ -167,6 +168,12 @@ def demo(template_path, daemon_args):
     sys.exit(run_demo(template_path, list(daemon_args)))
 
 
+SCENARIO_OPTION = click.option(
+    "--scenario", "scenarios", multiple=True, type=click.Choice(SCENARIOS),
+    help="Only these repro scenarios (repeatable; default: all, the hang-capable ones in boots "
+         "of their own). The verdict is theirs.")
+
+
 @main.command()
 @click.option("--kernels", "specs", help="Comma-separated SPECs (default: bookworm 6.1 ABIs from "
               "6.1.0-50 up, trixie's and sid's newest).")
@@ -181,7 +188,8 @@ def demo(template_path, daemon_args):
 @click.option("--usb", type=click.Choice(["dummy", "usbip-loopback"]), default="dummy",
               show_default=True, help="dummy_hcd, or USB/IP in one kernel: repro --host remote "
               "with 'gadgetd-hil drive' as the host, its counts merged.")
-def matrix(specs, quick, blocking, out_dir, check, expect, usb):
+@SCENARIO_OPTION
+def matrix(specs, quick, blocking, out_dir, check, expect, usb, scenarios):
     """Boot each kernel, run 'gadgetd repro' there, print one table, write JSON and a chart."""
     from pathlib import Path
 
@@ -196,7 +204,7 @@ def matrix(specs, quick, blocking, out_dir, check, expect, usb):
     started = time.monotonic()
     for i, spec in enumerate(chosen, 1):
         click.echo(f"matrix [{i}/{len(chosen)}] {spec} ...", err=True)
-        row = m.run_one(spec, nonblock=not blocking, usb=usb)
+        row = m.run_one(spec, nonblock=not blocking, usb=usb, scenarios=scenarios or SCENARIOS)
         rows.append(row)
         click.echo(f"matrix [{i}/{len(chosen)}] {row.release or spec}: {row.verdict} "
                    f"({row.seconds:.0f} s){' ' + row.note if row.note else ''}", err=True)
@@ -217,12 +225,14 @@ def matrix(specs, quick, blocking, out_dir, check, expect, usb):
 @click.option("--good", required=True, help="SPEC of a kernel without the regression.")
 @click.option("--bad", required=True, help="SPEC of a kernel with it.")
 @click.option("--blocking", is_flag=True, help="Run repro with blocking opens (default O_NDELAY).")
-def bisect(good, bad, blocking):
-    """Binary-search the Debian ABIs between GOOD and BAD for the first with the regression."""
+@SCENARIO_OPTION
+def bisect(good, bad, blocking, scenarios):
+    """Binary-search the Debian ABIs between GOOD and BAD for the first with the regression (or
+    with the bug of --scenario)."""
     from gadgetd.host import matrix as m
 
     try:
-        sys.exit(m.bisect(good, bad, nonblock=not blocking))
+        sys.exit(m.bisect(good, bad, nonblock=not blocking, scenarios=scenarios or SCENARIOS))
     except GadgetdError as exc:
         _fail(exc)
 

@@ -28,7 +28,8 @@ from gadgetd.repro import report as rep
 REPRO_TIMEOUT = 900  # seconds a guest may spend in repro
 RANGE_START = "6.1.0-50-amd64"  # the default matrix: bookworm ABIs from here up
 SCENARIO_SHORT = {"contended_open": "contended", "deactivated_set_alt": "set_alt",
-                  "open_race": "race", "deactivated_reopen": "reopen"}
+                  "open_race": "race", "delayed_open": "delayed", "deactivated_reopen": "reopen",
+                  "read_after_unbind": "rd_unbind"}
 
 
 @dataclass
@@ -43,6 +44,7 @@ class Row:
     note: str = ""
     seconds: float = 0.0
     usb: str = "dummy"  # the guest's USB stack (guest.USB_STACKS)
+    boots: int = 0
 
     @property
     def eagain_rate(self) -> float | None:
@@ -70,11 +72,14 @@ def quick_specs() -> list[str]:
     return ["debian:bookworm", f"debian:{RANGE_START}", "debian:sid"]
 
 
-def repro_command(record: Path, nonblock: bool, usb: str) -> list[str]:
+def repro_command(record: Path, nonblock: bool, usb: str,
+                  scenarios: list[str] | tuple[str, ...] = rep.SCENARIOS) -> list[str]:
     """`gadgetd repro` for the guest. With USB/IP in one kernel, exactly a board's path: repro
     told its host is remote, `gadgetd-hil drive` as that host (reporting its counts to repro),
     stopped once repro has finished."""
     command = [sys.executable, "-m", "gadgetd", "repro", "--record", str(record)]
+    for name in scenarios:
+        command += ["--scenario", name]
     if nonblock:
         command.append("--nonblock")
     if usb == "dummy":
@@ -90,7 +95,10 @@ def repro_command(record: Path, nonblock: bool, usb: str) -> list[str]:
             "exit $status"]
 
 
-def run_one(spec: str, nonblock: bool = True, log=sys.stderr, usb: str = "dummy") -> Row:
+def run_one(spec: str, nonblock: bool = True, log=sys.stderr, usb: str = "dummy",
+            scenarios: list[str] | tuple[str, ...] = rep.SCENARIOS) -> Row:
+    """repro on one kernel, a boot for each group of rep.boots(scenarios); the reports of the
+    boots merged into one (rep.merge)."""
     row = Row(spec, usb=usb)
     start = time.monotonic()
     try:
@@ -99,26 +107,39 @@ def run_one(spec: str, nonblock: bool = True, log=sys.stderr, usb: str = "dummy"
         row.note = str(exc)
         return row
     row.release, row.package_version = kernel.release, kernel.package_version
-    result_dir = vm.new_result_dir()
-    record = result_dir / "repro.jsonl"
-    result = vm.run(kernel, repro_command(record, nonblock, usb), timeout=REPRO_TIMEOUT,
-                    result_dir=result_dir, log=log, usb=usb)
-    row.exit_status = result.status
-    row.note = result.note
-    if record.exists():
-        for line in record.read_text().splitlines():
-            obj = json.loads(line)
-            if "report" in obj:
-                row.report = obj["report"]
-            else:
-                row.scenarios[obj.pop("scenario")] = obj
-    if row.report:
+    reports, notes, consistent = [], [], True
+    for group in rep.boots(scenarios):
+        result_dir = vm.new_result_dir()
+        record = result_dir / "repro.jsonl"
+        result = vm.run(kernel, repro_command(record, nonblock, usb, group),
+                        timeout=REPRO_TIMEOUT, result_dir=result_dir, log=log, usb=usb)
+        row.boots += 1
+        report = None
+        if record.exists():
+            for line in record.read_text().splitlines():
+                obj = json.loads(line)
+                if "report" in obj:
+                    report = obj["report"]
+                else:
+                    row.scenarios[obj.pop("scenario")] = obj
+        if report is not None:
+            reports.append(report)
+            consistent &= rep.EXIT_STATUS[report["verdict"]] == result.status
+        if result.note or report is None:
+            notes.append(f"{'+'.join(map(short_name, group))}: "
+                         + (result.note or f"exit {result.status}, no report"))
+        shutil.rmtree(result_dir, ignore_errors=True)
+    row.note = "; ".join(notes)
+    if reports:
+        row.report = rep.merge(reports)
         row.verdict = row.report["verdict"]
-    elif result.status in (vm.TIMEOUT, vm.NOT_BOOTED) and not row.note:
-        row.note = f"exit {result.status}"
-    shutil.rmtree(result_dir, ignore_errors=True)
+        row.exit_status = rep.EXIT_STATUS[row.verdict] if consistent else -1
     row.seconds = round(time.monotonic() - start, 1)
     return row
+
+
+def short_name(scenario: str) -> str:
+    return SCENARIO_SHORT.get(scenario, scenario)
 
 
 def render(rows: list[Row]) -> str:
@@ -135,27 +156,42 @@ def render(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+VERDICT_COLORS = {rep.PRESENT: "tab:red", rep.ABSENT: "tab:green", rep.INCONCLUSIVE: "tab:gray"}
+
+
 def chart(rows: list[Row], path: Path) -> None:
+    """Every scenario's verdict per kernel (the known-bug table), then contended_open's EAGAIN
+    rate and open latencies."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = [r.release or r.spec for r in rows]
-    rates = [100 * (r.eagain_rate or 0) for r in rows]
-    colors = ["tab:red" if r.verdict == rep.PRESENT else "tab:green" if r.verdict == rep.ABSENT
-              else "tab:gray" for r in rows]
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(8, len(rows) * 1.1), 8), sharex=True)
-    ax1.bar(names, rates, color=colors)
-    ax1.set_ylabel("O_NDELAY opens failing\nwith EAGAIN (%)")
-    ax1.set_title("ep0/epN open under contention, per kernel (red: regression present)")
     x = range(len(rows))
+    fig, (ax0, ax1, ax2) = plt.subplots(3, 1, figsize=(max(8, len(rows) * 1.1), 11), sharex=True,
+                                        gridspec_kw={"height_ratios": [1.3, 1, 1]})
+    scenarios = list(SCENARIO_SHORT)
+    for i, r in enumerate(rows):
+        for j, name in enumerate(scenarios):
+            verdict = r.scenarios.get(name, {}).get("verdict", "not run")
+            ax0.add_patch(plt.Rectangle((i - 0.45, j - 0.4), 0.9, 0.8,
+                                        color=VERDICT_COLORS.get(verdict, "white"), ec="black"))
+            ax0.text(i, j, verdict, ha="center", va="center", fontsize=7)
+    ax0.set_ylim(-0.6, len(scenarios) - 0.4)
+    ax0.set_yticks(range(len(scenarios)), [short_name(n) for n in scenarios])
+    ax0.invert_yaxis()
+    ax0.set_title("Known FunctionFS bugs per kernel (red: present, green: absent, gray: "
+                  "inconclusive)")
+    rates = [100 * (r.eagain_rate or 0) for r in rows]
+    ax1.bar(names, rates, color=[VERDICT_COLORS[r.verdict] for r in rows])
+    ax1.set_ylabel("O_NDELAY opens failing\nwith EAGAIN (%)")
     for offset, phase, key, label in ((-0.27, NONBLOCK_ONCE, "p50", "O_NDELAY open p50"),
                                       (0, "nonblock-once", "p99", "O_NDELAY open p99"),
                                       (0.27, "nonblock", "p99", "with retry policy p99")):
         ax2.bar([i + offset for i in x], [r.latency(phase).get(key, 0) for r in rows],
                 width=0.27, label=label)
-    ax2.set_ylabel("open() latency (ms)")
+    ax2.set_ylabel("contended open()\nlatency (ms)")
     ax2.legend()
     ax2.set_xticks(list(x), names, rotation=30, ha="right")
     fig.tight_layout()
@@ -189,7 +225,8 @@ def changelog_lines(kernel: kernels.Kernel, newer_than: str) -> list[str]:
     return found
 
 
-def bisect(good: str, bad: str, nonblock: bool = True, log=sys.stderr) -> int:
+def bisect(good: str, bad: str, nonblock: bool = True, log=sys.stderr,
+           scenarios: list[str] | tuple[str, ...] = rep.SCENARIOS) -> int:
     abis = bookworm_abis()
     names = [r for r, _ in abis]
     releases = []
@@ -208,7 +245,7 @@ def bisect(good: str, bad: str, nonblock: bool = True, log=sys.stderr) -> int:
         if not candidates:
             break
         mid = min(candidates, key=lambda i: abs(i - (lo + hi) / 2))
-        row = run_one(f"debian:{names[mid]}", nonblock, log)
+        row = run_one(f"debian:{names[mid]}", nonblock, log, scenarios=scenarios)
         print(f"bisect: {names[mid]} ({abis[mid][1]}): {row.verdict}", file=log)
         if row.verdict == rep.PRESENT:
             hi = mid

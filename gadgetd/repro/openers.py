@@ -4,6 +4,8 @@
     python -m gadgetd.repro.openers once MODE PATH               -> one JSON result line
     python -m gadgetd.repro.openers race MODE PATH RELEASE_FD    -> result line, then obeys
                                                                     'write FILE' / 'close' on stdin
+    python -m gadgetd.repro.openers unbinder - GADGET_DIR        -> 'ready' line, then for each
+                                       'unbind' on stdin: the UDC file emptied, {"start", "end"} ns
 MODE (the vocabulary of gadgetd.model): nonblock-once (O_NDELAY, no retry), nonblock (O_NDELAY
 with gadgetd's retry policy), blocking (blocking open with a deadline).
 """
@@ -105,6 +107,18 @@ def race(mode: str, path: Path, release_fd: int) -> None:
         os.close(fd)
 
 
+def unbinder(gadget_dir: Path) -> None:
+    """Unbinds on request; a child, because an unbind can get stuck in the kernel."""
+    from gadgetd import udc
+
+    _emit({"ready": True})
+    for line in sys.stdin:
+        if line.strip() == "unbind":
+            start = time.monotonic_ns()
+            udc.unbind(gadget_dir)
+            _emit({"start": start, "end": time.monotonic_ns()})
+
+
 def _emit(obj) -> None:
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
@@ -112,7 +126,7 @@ def _emit(obj) -> None:
 
 def main(argv: list[str]) -> int:
     kind, mode = argv[0], argv[1]
-    if mode != NONBLOCK_ONCE:
+    if mode not in (NONBLOCK_ONCE, "-"):
         # Loaded before anything is timed; nonblock-once openers (the racers) skip it and start faster.
         import gadgetd.ffs  # noqa: F401
     if kind == "loop":
@@ -122,6 +136,8 @@ def main(argv: list[str]) -> int:
         _emit(once(mode, Path(argv[2])))
     elif kind == "race":
         race(mode, Path(argv[2]), int(argv[3]))
+    elif kind == "unbinder":
+        unbinder(Path(argv[2]))
     return 0
 
 

@@ -10,9 +10,13 @@ from gadgetd.model import BLOCKING, NONBLOCK
 
 PRESENT, ABSENT, INCONCLUSIVE = "present", "absent", "inconclusive"
 EXIT_STATUS = {ABSENT: 0, PRESENT: 1, INCONCLUSIVE: 125}
-SCENARIOS = ("contended_open", "deactivated_set_alt", "open_race", "deactivated_reopen")
-# The verdict is about the open() regression; the other two probe older races beside it.
-VERDICT_SCENARIOS = ("contended_open", "deactivated_reopen")
+SCENARIOS = ("contended_open", "deactivated_set_alt", "open_race", "delayed_open",
+             "deactivated_reopen", "read_after_unbind")
+# The verdict is about the open() regression and the ep0 read that holds ffs->mutex; the other
+# two probe older races beside them.
+VERDICT_SCENARIOS = ("contended_open", "delayed_open", "deactivated_reopen", "read_after_unbind")
+# These can leave a task stuck in the kernel for good: the matrix gives each a boot of its own.
+HANG_CAPABLE = ("deactivated_reopen", "read_after_unbind")
 # A hang is proven by HANG_SAMPLES samples of the task, HANG_INTERVAL s apart, each in state D
 # (uninterruptible) with an f_fs or mutex frame on its kernel stack.
 HANG_SAMPLES, HANG_INTERVAL = 3, 1.0
@@ -40,6 +44,7 @@ class ScenarioResult:
     gadgetd_failures: list[str] = field(default_factory=list)  # `gadgetd run` exiting non-zero
     seconds: float = 0.0  # wall time the scenario took
     host: dict | None = None  # a remote host's own counts over the scenario (host_report)
+    finding: str = ""  # why it is present, in one line (where the counts do not say it)
 
     def as_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "name"}
@@ -87,13 +92,15 @@ def contention_shortfall(contended: ScenarioResult) -> str | None:
     return ", ".join(short) or None
 
 
-def overall_verdict(results: dict[str, ScenarioResult], nonblock: bool) -> tuple[str, str]:
-    """(verdict, reason). Present: an O_NDELAY open saw EAGAIN in contended_open, a blocking open
-    there waited past its deadline (against a fast enough baseline), or deactivated_reopen hung
-    (proven). Absent: both ran fully with proof of contention and saw none of that. Otherwise
-    inconclusive."""
-    contended = results.get("contended_open")
-    reopen = results.get("deactivated_reopen")
+def overall_verdict(results: dict[str, ScenarioResult], nonblock: bool,
+                    asked: tuple[str, ...] | list[str] = SCENARIOS) -> tuple[str, str]:
+    """(verdict, reason) over the verdict scenarios that were asked for (or, where none was, the
+    scenarios asked for). Present: an O_NDELAY open saw EAGAIN in contended_open, a blocking open
+    there waited past its deadline (against a fast enough baseline), deactivated_reopen hung
+    (proven), or delayed_open or read_after_unbind is present. Absent: each ran fully, with
+    proof of contention where it needs it, and is absent. Otherwise inconclusive."""
+    judged = [n for n in VERDICT_SCENARIOS if n in asked] or list(asked)
+    contended = results.get("contended_open") if "contended_open" in judged else None
     if contended and contended.counts.get("eagain_no_retry", 0) > 0:
         return PRESENT, (f"O_NDELAY open of ep0/epN failed with EAGAIN "
                          f"{contended.counts['eagain_no_retry']} times while ffs->mutex was busy")
@@ -101,26 +108,36 @@ def overall_verdict(results: dict[str, ScenarioResult], nonblock: bool) -> tuple
     if missed and not slow_baseline(contended):
         return PRESENT, (f"{missed} blocking opens waited past their {BLOCKING_DEADLINE:g} s deadline "
                          f"(uncontended p99 {contended.latency_ms['baseline']['p99']} ms)")
-    if reopen and hang_proven(reopen.hang):
-        return PRESENT, (f"reopening a deactivated, bound instance hung "
-                         f"({len(reopen.hang['samples'])} samples in state D inside f_fs)")
+    for name in judged:
+        r = results.get(name)
+        if r is None or name == "contended_open":
+            continue
+        if name == "deactivated_reopen" and hang_proven(r.hang):
+            return PRESENT, (f"reopening a deactivated, bound instance hung "
+                             f"({len(r.hang['samples'])} samples in state D inside f_fs)")
+        if r.verdict == PRESENT and (r.hang is None or hang_proven(r.hang)):
+            return PRESENT, f"{name}: " + (r.finding or "; ".join(r.notes) or "present")
     if missed:
         return INCONCLUSIVE, (f"{missed} blocking opens missed their deadline, but uncontended "
                               "opens were too slow to tell")
-    missing = [n for n in VERDICT_SCENARIOS if not (results.get(n) and results[n].completed
-                                                     and results[n].attempts > 0)]
+    missing = [n for n in judged if not (results.get(n) and results[n].completed
+                                         and results[n].attempts > 0)]
     if missing:
         return INCONCLUSIVE, f"not run to completion: {', '.join(missing)}"
-    if shortfall := contention_shortfall(contended):
+    if contended and (shortfall := contention_shortfall(contended)):
         return INCONCLUSIVE, f"too little contention to call it absent: {shortfall}"
+    unsure = [n for n in judged if n != "contended_open" and results[n].verdict != ABSENT]
+    if unsure:
+        return INCONCLUSIVE, f"not shown absent: {', '.join(unsure)}"
     mode = "O_NDELAY" if nonblock else "blocking"
-    return ABSENT, (f"{contended.attempts} contended {mode} opens without the regression's "
-                    "symptom and a clean reopen of a deactivated instance")
+    return ABSENT, ", ".join(f"{n} absent" for n in judged) + (
+        f" ({contended.attempts} contended {mode} opens)" if contended else "")
 
 
 def build_report(kernel: str, nonblock: bool, results: dict[str, ScenarioResult],
-                 error: str | None = None, host: str = "not chosen") -> dict:
-    verdict, reason = overall_verdict(results, nonblock)
+                 error: str | None = None, host: str = "not chosen",
+                 asked: tuple[str, ...] | list[str] = SCENARIOS) -> dict:
+    verdict, reason = overall_verdict(results, nonblock, asked)
     if error:
         verdict, reason = INCONCLUSIVE, error
     return {
@@ -129,8 +146,34 @@ def build_report(kernel: str, nonblock: bool, results: dict[str, ScenarioResult]
         "verdict": verdict,
         "reason": reason,
         "host": host,
+        "asked": list(asked),
         "scenarios": {name: r.as_dict() for name, r in results.items()},
     }
+
+
+def boots(names: list[str] | tuple[str, ...]) -> list[list[str]]:
+    """The scenarios in groups, one boot each: those that cannot leave a task stuck together,
+    then each hang-capable one alone, so a hang in one never hides another."""
+    safe = [n for n in names if n not in HANG_CAPABLE]
+    return ([safe] if safe else []) + [[n] for n in names if n in HANG_CAPABLE]
+
+
+def merge(reports: list[dict]) -> dict:
+    """One report from those of several boots on one kernel, each of its own scenarios: the
+    verdict is worked out again over all of them, as if one run had asked for all. A boot that
+    could not run makes it inconclusive, unless another boot proved the bug present."""
+    results = {name: ScenarioResult(name, **s) for r in reports
+               for name, s in r.get("scenarios", {}).items()}
+    asked = [n for n in SCENARIOS if any(n in r.get("asked", SCENARIOS) for r in reports)]
+    nonblock = reports[0]["mode"] == NONBLOCK
+    errors = [r["reason"] for r in reports if r["verdict"] == INCONCLUSIVE
+              and not set(r.get("asked", SCENARIOS)) <= set(r.get("scenarios", {}))]
+    merged = build_report(reports[0]["kernel"], nonblock, results, None,
+                          reports[0].get("host", "not chosen"), asked)
+    if errors and merged["verdict"] != PRESENT:
+        merged["verdict"], merged["reason"] = INCONCLUSIVE, "; ".join(errors)
+    merged["boots"] = len(reports)
+    return merged
 
 
 def render_table(report: dict) -> str:
@@ -150,6 +193,8 @@ def render_table(report: dict) -> str:
             h = s["host"]
             lines.append(f"{'':<22} host saw: {h['requests']} requests, {h['served']} answered, "
                          f"{h['stalls']} STALLs, {h['disconnects']} disconnects")
+        if s.get("finding"):
+            lines.append(f"{'':<22} finding: {s['finding']}")
         for note in s["notes"]:
             lines.append(f"{'':<22} note: {note}")
         for failure in s.get("gadgetd_failures", []):
@@ -176,7 +221,7 @@ def problems(report: dict, exit_status: int, expect: str | None = None) -> list[
         found.append(f"exit status {exit_status} does not match verdict {report['verdict']}")
     if not report.get("kernel"):
         found.append("no kernel release")
-    for name in SCENARIOS:
+    for name in report.get("asked", SCENARIOS):
         s = report.get("scenarios", {}).get(name)
         if s is None:
             found.append(f"scenario {name} missing")

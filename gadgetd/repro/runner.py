@@ -17,10 +17,21 @@ import time
 from pathlib import Path
 
 from gadgetd.errors import GadgetdError
+from gadgetd.repro import reader_scenarios as readers
 from gadgetd.repro import report as rep
+from gadgetd.repro import scenarios
 from gadgetd.repro.host_report import HostReport, summary
 from gadgetd.repro.rig import Rig, environment_problem
-from gadgetd.repro.scenarios import ALL
+
+# Run order: the ones that can leave a task stuck in the kernel go last.
+ALL = {
+    "contended_open": scenarios.contended_open,
+    "deactivated_set_alt": scenarios.deactivated_set_alt,
+    "open_race": scenarios.open_race,
+    "delayed_open": readers.delayed_open,
+    "deactivated_reopen": scenarios.deactivated_reopen,
+    "read_after_unbind": readers.read_after_unbind,
+}
 
 SCENARIO_ATTEMPTS = 3
 
@@ -57,7 +68,9 @@ def run(nonblock: bool, names: list[str], duration: float, as_json: bool,
                     results[name].seconds = round(time.monotonic() - start, 1)
                     if reported and not rig.host.observable:
                         results[name].host = summary(reported.since(mark))
-                    stuck = results[name].hang is not None
+                    # A stuck task that was let go (read_after_unbind kills its reader) is
+                    # evidence, not a reason to stop.
+                    stuck = bool(results[name].hang) and not results[name].hang.get("released")
                     print(f"repro: {name}: {results[name].verdict}", file=sys.stderr, flush=True)
                 write_record({"scenario": name, **results[name].as_dict()})
         except Exception as exc:
@@ -65,7 +78,8 @@ def run(nonblock: bool, names: list[str], duration: float, as_json: bool,
         finally:
             if rig is not None and not stuck:
                 rig.cleanup()
-    report = rep.build_report(kernel, nonblock, results, error, _host_line(rig, host_report))
+    report = rep.build_report(kernel, nonblock, results, error, _host_line(rig, host_report),
+                              asked=[n for n in ALL if n in names])
     write_record({"report": report})
     out.write((rep.dumps(report) if as_json else rep.render_table(report)) + "\n")
     out.flush()

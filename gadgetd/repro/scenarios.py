@@ -1,5 +1,6 @@
-"""The four repro scenarios. Each returns a ScenarioResult with counts, latencies, kernel log lines
-and its own verdict; a task stuck in the kernel is reported with its stack, never waited on."""
+"""Four repro scenarios (the two about a blocking read(ep0) are in reader_scenarios). Each
+returns a ScenarioResult with counts, latencies, kernel log lines and its own verdict; a task
+stuck in the kernel is reported with its stack, never waited on."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ BASELINE_SECONDS = 1.0  # uncontended blocking opens measured before each conten
 RACERS, RACE_ROUNDS = 6, 2
 
 
-def _finish(result: ScenarioResult, log: KernelLog, rig: Rig) -> ScenarioResult:
+def finish(result: ScenarioResult, log: KernelLog, rig: Rig) -> ScenarioResult:
     result.kernel_log = log.interesting()
     result.gadgetd_failures += rig.daemon_failures  # reported, never hidden
     rig.daemon_failures.clear()
@@ -44,7 +45,7 @@ def _opener_hung(result: ScenarioResult, log: KernelLog, rig: Rig, hang: dict,
                  which: str) -> ScenarioResult:
     result.hang = hang
     result.notes.append(f"the {which} opener stopped returning")
-    return _finish(result, log, rig)
+    return finish(result, log, rig)
 
 
 def contended_open(rig: Rig, nonblock: bool, duration: float) -> ScenarioResult:
@@ -103,7 +104,7 @@ def contended_open(rig: Rig, nonblock: bool, duration: float) -> ScenarioResult:
     result.completed = result.attempts > 0
     result.verdict = (PRESENT if present else INCONCLUSIVE if not result.completed
                       or contention_shortfall(result) else ABSENT)
-    return _finish(result, log, rig)
+    return finish(result, log, rig)
 
 
 def _wait_unbound(rig: Rig, timeout: float) -> bool:
@@ -128,7 +129,7 @@ def deactivated_set_alt(rig: Rig, nonblock: bool, duration: float) -> ScenarioRe
     device-side open right after (EBUSY while the scheduled reset runs, or success)."""
     result, log = ScenarioResult("deactivated_set_alt"), KernelLog()
     if not _deactivated_and_bound(rig, result):
-        return _finish(result, log, rig)
+        return finish(result, log, rig)
     anomalies = []
     for request, send in (("set_interface", lambda: rig.host.set_interface(0)),
                           ("set_configuration", lambda: rig.host.set_configuration(1))):
@@ -144,7 +145,7 @@ def deactivated_set_alt(rig: Rig, nonblock: bool, duration: float) -> ScenarioRe
     if not _wait_unbound(rig, 5 if rig.host.observable else 30):
         result.notes.append("the instance never left DEACTIVATED (no host request reached it); "
                             "an open now would be the deactivated_reopen hazard: not opened")
-        return _finish(result, log, rig)
+        return finish(result, log, rig)
     result.counts["host_saw_disconnect"] = int(rig.host.wait_gone(5))
     proc = rig.run_opener("once", NONBLOCK_ONCE if nonblock else BLOCKING, rig.ep0)
     out, hang = rig.wait_opener(proc, OPEN_DEADLINE)
@@ -152,11 +153,11 @@ def deactivated_set_alt(rig: Rig, nonblock: bool, duration: float) -> ScenarioRe
     if hang:
         result.hang = hang
         result.verdict = PRESENT
-        return _finish(result, log, rig)
+        return finish(result, log, rig)
     result.counts[f"open:{out['result']}"] = 1
     if out["result"] not in ("ok", "EBUSY"):
         anomalies.append(f"open right after returned {out['result']}")
-    result = _finish(result, log, rig)
+    result = finish(result, log, rig)
     if any("WARNING" in line or "BUG" in line for line in result.kernel_log):
         anomalies.append("the kernel logged a WARNING/BUG")
     result.notes += anomalies
@@ -239,7 +240,7 @@ def open_race(rig: Rig, nonblock: bool, duration: float) -> ScenarioResult:
             if "hang" in out:
                 result.hang = out["hang"]
                 result.verdict = PRESENT
-                return _finish(result, log, rig)
+                return finish(result, log, rig)
             results = out["results"]
             result.attempts += len(results)
             for res in results:
@@ -259,7 +260,7 @@ def open_race(rig: Rig, nonblock: bool, duration: float) -> ScenarioResult:
             if out["vanished"]:
                 anomalies.append(f"round {round_no}: ep files vanished while ep0 was open")
             rig.cleanup()
-    result = _finish(result, log, rig)
+    result = finish(result, log, rig)
     if any("WARNING" in line or "BUG" in line for line in result.kernel_log):
         anomalies.append("the kernel logged a WARNING/BUG")
     result.counts = dict(counts)
@@ -278,7 +279,7 @@ def deactivated_reopen(rig: Rig, nonblock: bool, duration: float) -> ScenarioRes
             result.notes.append("the host could not be asked to stay quiet: a request of its "
                                 "to the DEACTIVATED instance may run the reset before the reopen")
         if not _deactivated_and_bound(rig, result):
-            return _finish(result, log, rig)
+            return finish(result, log, rig)
         proc = rig.run_opener("once", NONBLOCK_ONCE if nonblock else BLOCKING, rig.ep0)
         out, hang = rig.wait_opener(proc, OPEN_DEADLINE)
     result.attempts = 1
@@ -287,7 +288,7 @@ def deactivated_reopen(rig: Rig, nonblock: bool, duration: float) -> ScenarioRes
         result.verdict = PRESENT
         result.completed = True
         result.notes.append(f"open() did not return within {OPEN_DEADLINE:g} s")
-        return _finish(result, log, rig)
+        return finish(result, log, rig)
     result.counts = {f"open:{out['result']}": 1,
                      "udc_unbound_after": int(_wait_unbound(rig, 5)),
                      "host_saw_disconnect": int(rig.host.wait_gone(5))}
@@ -295,13 +296,4 @@ def deactivated_reopen(rig: Rig, nonblock: bool, duration: float) -> ScenarioRes
     result.completed = True
     result.verdict = ABSENT
     rig.cleanup()
-    return _finish(result, log, rig)
-
-
-# Run order: the ones that can leave a task stuck in the kernel go last.
-ALL = {
-    "contended_open": contended_open,
-    "deactivated_set_alt": deactivated_set_alt,
-    "open_race": open_race,
-    "deactivated_reopen": deactivated_reopen,
-}
+    return finish(result, log, rig)
