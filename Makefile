@@ -6,6 +6,11 @@ HIL := $(VENV)/bin/gadgetd-hil
 KERNEL ?= debian:bookworm
 # Has the regression: what depends on the verdict pins this kernel, not whatever bookworm is now.
 REPRO_KERNEL := debian:6.1.0-57-amd64
+# What that kernel does, scenario by scenario: it has the open-takes-the-mutex change and the
+# ep0 read-loop fix (6.1.190), so no read(ep0) holds ffs->mutex while it waits.
+REPRO_EXPECT := --expect present --expect-scenario contended_open=present \
+	--expect-scenario deactivated_reopen=present --expect-scenario delayed_open=absent \
+	--expect-scenario read_after_unbind=absent
 TEMPLATE ?= configfs_templates/loopback.toml
 KERNEL_TAG = $(subst debian:,,$(KERNEL))
 APT_PACKAGES := qemu-system-x86 busybox-static udev systemd libaio1 libusb-1.0-0 kmod file \
@@ -93,14 +98,14 @@ test-armel: setup ## Unit tests on 32-bit ARM (Pi Zero's armel) under qemu-user;
 	# signals (a 150-fork storm takes minutes there and proves nothing about the board).
 	scripts/armel-tests.sh "" -q --deselect tests/test_fork_signals.py
 
-repro-test: setup ## On the pinned regression kernel: gadgetd trace's tests, then repro (present, gadgetd never failing)
+repro-test: setup ## On the pinned regression kernel: gadgetd trace's tests, then repro, each scenario's verdict pinned
 	$(HIL) vm --kernel $(REPRO_KERNEL) -- $(PY) -m pytest -q -m regression tests/vm
-	$(HIL) matrix --kernels $(REPRO_KERNEL) --check --expect present --out out/repro-test
+	$(HIL) matrix --kernels $(REPRO_KERNEL) --check $(REPRO_EXPECT) --out out/repro-test
 
 usbip-test: setup ## USB/IP in one kernel (usbip-vudc to vhci-hcd, no dummy_hcd): HIL suite, then repro --host remote
 	$(HIL) vm --kernel $(REPRO_KERNEL) --usb usbip-loopback --results out/usbip-test -- \
 	  $(PY) -m pytest -q -m usbip tests/vm
-	$(HIL) matrix --kernels $(REPRO_KERNEL) --usb usbip-loopback --check --expect present \
+	$(HIL) matrix --kernels $(REPRO_KERNEL) --usb usbip-loopback --check $(REPRO_EXPECT) \
 	  --out out/usbip-test
 
 test-two-machines: setup ## Board VM + host VM over USB/IP: HIL suite, reconnects, repro on 4 kernel pairs

@@ -63,3 +63,13 @@ def test_every_scenario_has_a_column_and_a_row_in_the_chart(tmp_path):
                                  "inconclusive"]
     json_path, png_path = matrix.save([row], tmp_path)
     assert png_path.stat().st_size > 10_000 and "read_after_unbind" in json_path.read_text()
+
+
+def test_expect_scenario_is_checked_before_anything_boots():
+    from click.testing import CliRunner
+
+    from gadgetd.host.cli import main
+
+    result = CliRunner().invoke(main, ["matrix", "--kernels", "debian:sid", "--check",
+                                       "--expect-scenario", "read_after_unbind=gone"])
+    assert result.exit_code == 2 and "'read_after_unbind=gone': NAME=VERDICT" in result.output

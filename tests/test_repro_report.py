@@ -329,3 +329,11 @@ def test_reports_of_several_boots_merge_into_one_verdict():
     reopen["hang"] = None
     merged = rep.merge(parts)
     assert merged["verdict"] == rep.INCONCLUSIVE and "no UDC" in merged["reason"]
+
+
+def test_problems_flag_a_scenario_verdict_other_than_expected():
+    results = all_absent()
+    report = rep.build_report("6.1.0-57-amd64", True, results)
+    assert rep.problems(report, 0, expect_scenarios={"read_after_unbind": rep.ABSENT}) == []
+    assert rep.problems(report, 0, expect_scenarios={"delayed_open": rep.PRESENT}) == [
+        "scenario delayed_open is absent, expected present"]

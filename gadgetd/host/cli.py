@@ -168,6 +168,18 @@ def demo(template_path, daemon_args):
     sys.exit(run_demo(template_path, list(daemon_args)))
 
 
+def _scenario_verdicts(values: tuple[str, ...]) -> dict[str, str]:
+    verdicts = {}
+    for value in values:
+        name, _, verdict = value.partition("=")
+        if name not in SCENARIOS or verdict not in ("present", "absent", "inconclusive"):
+            raise click.BadParameter(f"{value!r}: NAME=VERDICT, NAME one of {', '.join(SCENARIOS)}"
+                                     ", VERDICT present, absent or inconclusive",
+                                     param_hint="'--expect-scenario'")
+        verdicts[name] = verdict
+    return verdicts
+
+
 SCENARIO_OPTION = click.option(
     "--scenario", "scenarios", multiple=True, type=click.Choice(SCENARIOS),
     help="Only these repro scenarios (repeatable; default: all, the hang-capable ones in boots "
@@ -189,7 +201,10 @@ SCENARIO_OPTION = click.option(
               show_default=True, help="dummy_hcd, or USB/IP in one kernel: repro --host remote "
               "with 'gadgetd-hil drive' as the host, its counts merged.")
 @SCENARIO_OPTION
-def matrix(specs, quick, blocking, out_dir, check, expect, usb, scenarios):
+@click.option("--expect-scenario", "expect_scenarios", multiple=True, metavar="NAME=VERDICT",
+              callback=lambda c, p, v: _scenario_verdicts(v),
+              help="With --check: fail unless scenario NAME's verdict is VERDICT (repeatable).")
+def matrix(specs, quick, blocking, out_dir, check, expect, usb, scenarios, expect_scenarios):
     """Boot each kernel, run 'gadgetd repro' there, print one table, write JSON and a chart."""
     from pathlib import Path
 
@@ -211,7 +226,8 @@ def matrix(specs, quick, blocking, out_dir, check, expect, usb, scenarios):
         if row.report is None:
             failed.append(f"{spec}: no report ({row.note or 'exit ' + str(row.exit_status)})")
         elif check:
-            failed += [f"{spec}: {p}" for p in problems(row.report, row.exit_status, expect)]
+            failed += [f"{spec}: {p}" for p in problems(row.report, row.exit_status, expect,
+                                                          expect_scenarios)]
     json_path, png_path = m.save(rows, Path(out_dir))
     click.echo(m.render(rows))
     click.echo(f"\nwrote {json_path} and {png_path}; {len(rows)} kernels in "

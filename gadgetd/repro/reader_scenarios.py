@@ -41,7 +41,7 @@ from gadgetd.repro.scenarios import BASELINE_SECONDS, OPEN_DEADLINE, finish
 from gadgetd.syscalls import task_state
 
 HOLD_SECONDS = 1.0  # how long the reader holds on in each delayed_open round
-HOLD_ROUNDS = 5
+HOLD_ROUNDS = 3
 DELAY_FACTOR, DELAY_MIN = 10, 0.1  # present: opens wait 10x the baseline and 100 ms or more
 READ_FRAME = "ffs_ep0_read"
 REREADS_NEEDED = 20  # read_after_unbind's "absent": re-reads inside the unbind's window
@@ -289,6 +289,11 @@ def read_after_unbind(rig: Rig, nonblock: bool, duration: float) -> ScenarioResu
                     result.verdict, result.completed = PRESENT, True
                     result.finding = ("a read(ep0) issued right after FUNCTIONFS_UNBIND held "
                                       "ffs->mutex; the unbind waiting for it never returned")
+                    reader = " <- ".join(hang["reader"].get("stack", [])[:3])
+                    result.notes.append(f"the reader meanwhile (state "
+                                        f"{hang['reader'].get('state')}): {reader}")
+                    result.notes.append(hang.get("released", "the unbind stayed stuck after "
+                                                 "the reader was killed"))
                     return finish(result, log, rig)
                 windows.append(window)
                 fn.bind()  # the re-read after UNBIND returns with the BIND event

@@ -208,7 +208,8 @@ def render_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def problems(report: dict, exit_status: int, expect: str | None = None) -> list[str]:
+def problems(report: dict, exit_status: int, expect: str | None = None,
+             expect_scenarios: dict[str, str] | None = None) -> list[str]:
     """Why a report is not complete, consistent and as expected (`make repro-test`, the matrix):
     also gadgetd's own failures in it, its retry policy missing a deadline or `gadgetd run`
     exiting non-zero, whatever the verdict."""
@@ -217,6 +218,10 @@ def problems(report: dict, exit_status: int, expect: str | None = None) -> list[
         return [f"unknown verdict {report.get('verdict')!r}"]
     if expect is not None and report["verdict"] != expect:
         found.append(f"verdict is {report['verdict']}, expected {expect}")
+    for name, wanted in (expect_scenarios or {}).items():
+        got = report.get("scenarios", {}).get(name, {}).get("verdict", "not run")
+        if got != wanted:
+            found.append(f"scenario {name} is {got}, expected {wanted}")
     if EXIT_STATUS[report["verdict"]] != exit_status:
         found.append(f"exit status {exit_status} does not match verdict {report['verdict']}")
     if not report.get("kernel"):
