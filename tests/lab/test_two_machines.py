@@ -24,6 +24,9 @@ from gadgetd.repro.report import hang_proven
 pytestmark = pytest.mark.lab
 HIL = Path(sys.executable).parent / "gadgetd-hil"
 PRESENT_KERNEL, ABSENT_KERNEL = "debian:6.1.0-57-amd64", "debian:sid"
+# The scenarios about the topology (the host's traffic, STALLs and disconnects cross USB/IP);
+# delayed_open and read_after_unbind play their own function and need no host.
+LAB_SCENARIOS = ("contended_open", "deactivated_set_alt", "open_race", "deactivated_reopen")
 SPEC = template.load(templates.path("loopback"))
 DEVICE = f"{SPEC.id_vendor:04x}:{SPEC.id_product:04x}"
 
@@ -35,7 +38,7 @@ export PATH={bin}:$PATH L=$GADGETD_LAB R=$GADGETD_RESULTS
 """ + MODULES + """\
 {serve}
 until [ -e "$L/host/hil-done" ]; do sleep 1; done
-gadgetd repro --nonblock --host remote --host-report "$L/host/drive.jsonl" \\
+gadgetd repro --nonblock --host remote --host-report "$L/host/drive.jsonl" {scenarios} \\
   --record "$R/repro.jsonl" > "$R/repro.txt" 2>&1
 echo $? > "$R/repro-status"
 """
@@ -63,7 +66,8 @@ def lab(out: Path, board_kernel: str, host_kernel: str, with_hil: bool) -> subpr
     reconnects = PYTEST.format(device=DEVICE, board=BOARD_ADDRESS,
                                what=f"-m lab_host {Path(__file__).with_name('test_lab_host.py')}")
     hil = HIL_RUN.format(device=DEVICE, pytest=pytest_cmd, reconnects=reconnects) if with_hil else ""
-    board = BOARD.format(bin=HIL.parent, serve=SERVE if with_hil else "")
+    board = BOARD.format(bin=HIL.parent, serve=SERVE if with_hil else "",
+                         scenarios=" ".join(f"--scenario {n}" for n in LAB_SCENARIOS))
     host = HOST.format(bin=HIL.parent, hil=hil, device=DEVICE)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "lab.log", "w") as log:  # both VMs' output, as it comes
