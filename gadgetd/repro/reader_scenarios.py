@@ -72,9 +72,13 @@ class OwnFunction:
         self.reader = subprocess.Popen(
             [sys.executable, "-m", "gadgetd.repro.ep0_reader", str(rig.ep0), *map(str, blobs)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        if "active" not in self.answer(STARTUP_TIMEOUT):
-            raise SetupError("repro's ep0 reader did not activate the function")
-        self.bind()
+        try:
+            if "active" not in self.answer(STARTUP_TIMEOUT):
+                raise SetupError("repro's ep0 reader did not activate the function")
+            self.bind()
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
