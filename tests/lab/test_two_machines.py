@@ -70,11 +70,14 @@ def lab(out: Path, board_kernel: str, host_kernel: str, with_hil: bool) -> subpr
                          scenarios=" ".join(f"--scenario {n}" for n in LAB_SCENARIOS))
     host = HOST.format(bin=HIL.parent, hil=hil, device=DEVICE)
     out.mkdir(parents=True, exist_ok=True)
+    # Two VMs share two cores: the boots take 70 to 110 s each, the HIL suite 5 to 6 minutes
+    # and the reconnects 7 on a slow machine, then repro 4.
+    timeout = 2100 if with_hil else 900
     with open(out / "lab.log", "w") as log:  # both VMs' output, as it comes
         return subprocess.run([str(HIL), "lab", "--board-kernel", board_kernel, "--host-kernel",
                                host_kernel, "--board", board, "--host", host, "--out", str(out),
-                               "--timeout", "900"], stdout=log, stderr=subprocess.STDOUT,
-                              timeout=1200)
+                               "--timeout", str(timeout)], stdout=log,
+                              stderr=subprocess.STDOUT, timeout=timeout + 600)
 
 
 def repro_result(out: Path) -> dict:
