@@ -44,7 +44,6 @@ class Row:
     note: str = ""
     seconds: float = 0.0
     usb: str = "dummy"  # the guest's USB stack (guest.USB_STACKS)
-    boots: int = 0
 
     @property
     def eagain_rate(self) -> float | None:
@@ -113,7 +112,6 @@ def run_one(spec: str, nonblock: bool = True, log=sys.stderr, usb: str = "dummy"
         record = result_dir / "repro.jsonl"
         result = vm.run(kernel, repro_command(record, nonblock, usb, group),
                         timeout=REPRO_TIMEOUT, result_dir=result_dir, log=log, usb=usb)
-        row.boots += 1
         report = None
         if record.exists():
             for line in record.read_text().splitlines():
