@@ -74,6 +74,30 @@ def vm(spec, modules_dir, speed, timeout, results, systemd, usb, command):
     sys.exit(result.status)
 
 
+@main.command("build")
+@click.argument("tree", type=click.Path(exists=True, path_type=Path))
+@click.option("--patch", "patches", multiple=True, type=click.Path(path_type=Path),
+              help="Apply this patch (-p1) to a copy of the tree first (repeatable, in order).")
+def build_cmd(tree, patches):
+    """Build TREE (a kernel source directory, git work tree or tarball such as
+    /usr/src/linux-source-6.1.tar.xz) for the VM and print the image's path, which 'vm
+    --kernel' and 'matrix --kernels' take as it is (so does tree:TREE[:PATCH...]).
+
+    TREE is never written to; each tree + patch set is built once (ccache, incremental from the
+    tree's last build). Exit status 125 when the build fails."""
+    from gadgetd.host import build
+
+    try:
+        built = build.build(tree, list(patches), kernels.CACHE)
+    except GadgetdError as exc:
+        _fail(exc)
+    if built.seconds:
+        click.echo(f"gadgetd-hil build: {built.release} built in {built.seconds:.0f} s"
+                   + (f" (from {built.seeded_from}'s objects)" if built.seeded_from else ""),
+                   err=True)
+    click.echo(built.image)
+
+
 @main.command()
 @click.option("--board-kernel", default=kernels.DEFAULT_SPEC, show_default=True,
               help="SPEC of the board VM's kernel (usbip-vudc).")
@@ -238,17 +262,27 @@ def matrix(specs, quick, blocking, out_dir, check, expect, usb, scenarios, expec
 
 
 @main.command()
-@click.option("--good", required=True, help="SPEC of a kernel without the regression.")
-@click.option("--bad", required=True, help="SPEC of a kernel with it.")
+@click.option("--good", required=True, help="SPEC of a kernel without the regression (with "
+              "--tree: a revision).")
+@click.option("--bad", required=True, help="SPEC of a kernel with it (with --tree: a revision).")
+@click.option("--tree", "repo", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A kernel git repository: git bisect run between the revisions GOOD and BAD, "
+                   "each step built (gadgetd-hil build), booted and run through repro.")
 @click.option("--blocking", is_flag=True, help="Run repro with blocking opens (default O_NDELAY).")
 @SCENARIO_OPTION
-def bisect(good, bad, blocking, scenarios):
-    """Binary-search the Debian ABIs between GOOD and BAD for the first with the regression (or
-    with the bug of --scenario)."""
-    from gadgetd.host import matrix as m
+def bisect(good, bad, repo, blocking, scenarios):
+    """Binary-search the Debian ABIs (or with --tree the commits) between GOOD and BAD for the
+    first with the regression (or with the bug of --scenario).
 
+    Exit status 0 once the first bad one is named; 125 when untestable steps leave it open."""
+    from gadgetd.host import matrix as m
+    from gadgetd.host import treebisect
+
+    scenarios = scenarios or SCENARIOS
     try:
-        sys.exit(m.bisect(good, bad, nonblock=not blocking, scenarios=scenarios or SCENARIOS))
+        if repo is not None:
+            sys.exit(treebisect.bisect(repo, good, bad, scenarios, nonblock=not blocking))
+        sys.exit(m.bisect(good, bad, nonblock=not blocking, scenarios=scenarios))
     except GadgetdError as exc:
         _fail(exc)
 

@@ -5,7 +5,9 @@ directory), so the machine's apt configuration is never touched. The mirror addr
 are taken from the system's own apt sources at run time; signatures are always checked.
 
 SPEC forms: debian:ABI (debian:6.1.0-54-amd64), debian:SUITE (bookworm, trixie, sid: that suite's
-newest image), a path to a kernel image (with modules_dir), or a kernel build tree.
+newest image), tree:TREE[:PATCH...] (a source tree or tarball built with those patches, see
+build.py), a path to a kernel image (with modules_dir, unless it lies in DIR/boot beside
+DIR/lib/modules/RELEASE as builds do), or a kernel build tree.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 from debian.debian_support import Version
 
 from gadgetd.errors import GadgetdError
+from gadgetd.host import build
 
 CACHE = Path(os.environ.get("GADGETD_CACHE", Path.home() / ".cache" / "gadgetd"))
 SUITES = {
@@ -234,12 +237,20 @@ def resolve(spec: str, modules_dir: str | None = None) -> Kernel:
     """Turn SPEC into a bootable kernel on disk, downloading Debian packages into the cache."""
     if spec.startswith("debian:"):
         return _debian(spec)
+    if spec.startswith("tree:"):
+        tree, *patches = spec.removeprefix("tree:").split(":")
+        built = build.build(Path(tree), [Path(p) for p in patches], CACHE)
+        # shown where a Debian kernel shows its package: the tree and its patches
+        what = "+".join(Path(p).stem for p in patches) or "unpatched"
+        return Kernel(spec, release=built.release, image=built.image, modules=built.modules,
+                      packages=[(Path(tree).name, what)])
     path = Path(spec)
     if path.is_dir() and (path / ".config").exists():
         return Kernel(spec, release=_tree_release(path), image=path.resolve(), modules=None)
     if path.is_file():
         return _staged_image(spec, path.resolve(), modules_dir)
-    raise KernelError(f"kernel {spec!r}: not debian:ABI, debian:SUITE, an image or a build tree")
+    raise KernelError(f"kernel {spec!r}: not debian:ABI, debian:SUITE, tree:TREE[:PATCH...], an "
+                      "image or a build tree")
 
 
 def _debian(spec: str) -> Kernel:
@@ -329,6 +340,9 @@ def _staged_image(spec: str, image: Path, modules_dir: str | None) -> Kernel:
     """An image + modules given as paths, arranged as virtme-ng expects (boot/ and lib/modules/
     side by side) with symlinks in the cache, so nothing is installed into /lib/modules."""
     release = _image_release(image)
+    beside = image.parent.parent / "lib" / "modules" / release
+    if modules_dir is None and image.parent.name == "boot" and (beside / "modules.dep").exists():
+        return Kernel(spec, release=release, image=image, modules=beside)
     if modules_dir is None:
         raise KernelError(f"{spec}: a kernel image needs --modules DIR (lib/modules/{release})")
     modules = Path(modules_dir).resolve()
