@@ -19,12 +19,13 @@ TEMPLATE ?= configfs_templates/loopback.toml
 KERNEL_TAG = $(subst debian:,,$(KERNEL))
 APT_PACKAGES := qemu-system-x86 busybox-static udev systemd libaio1 libusb-1.0-0 kmod file \
 	python3-venv gcc libc6-dev linux-libc-dev pkg-config libusb-1.0-0-dev libaio-dev \
-	linux-source-6.1 xz-utils patch openssh-server openssh-client strace usbip iproute2
+	linux-source-6.1 xz-utils patch openssh-server openssh-client strace usbip iproute2 \
+	make bc bison flex libelf-dev libssl-dev ccache git
 BUILD := out/bench-build
 SYSUSERS := gadgetd/systemd/gadgetd.sysusers
 
 .PHONY: help setup system-packages system-user demo repro repro-full bench bench-detection test unit-test vm-test \
-	repro-test test-faults test-armel usbip-test test-two-machines bench-usbip lint
+	repro-test test-faults test-armel usbip-test test-two-machines test-kernel-tree bench-usbip lint
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -117,6 +118,9 @@ usbip-test: setup ## USB/IP in one kernel (usbip-vudc to vhci-hcd, no dummy_hcd)
 
 test-two-machines: setup ## Board VM + host VM over USB/IP: HIL suite, reconnects, repro on 4 kernel pairs
 	$(PY) -m pytest -q -m lab tests/lab/test_two_machines.py
+
+test-kernel-tree: setup ## linux-source-6.1 built with each kernel-patches/ experiment, its verdicts, a git bisect (heavy)
+	$(PY) -m pytest -q -m kernel_tree tests/kernel_tree
 
 test: lint unit-test test-armel vm-test repro-test usbip-test ## Everything CI runs: lint, unit tests, then VM tests (dummy_hcd, USB/IP in one kernel)
 

@@ -102,6 +102,22 @@ def test_files_that_differ_from_the_seed_get_fresh_copies(tree, tmp_path):
     assert os.stat(new / "drivers/g.c").st_ino == os.stat(tree / "drivers/g.c").st_ino
 
 
+def test_a_clone_s_unchanged_files_take_the_seed_s_and_its_mtimes(tree, tmp_path):
+    seed = tmp_path / "seed"
+    build._link_copy(tree, seed)
+    clone = tmp_path / "clone"
+    subprocess.run(["cp", "-a", tree, clone], check=True)  # other inodes, same contents
+    (clone / "drivers/g.c").write_text("int g, h;\n")
+    new = tmp_path / "new"
+    build._link_copy(clone, new)
+    objects_built = time.time()
+    build._refresh_changed(seed, new)
+    assert os.stat(new / "drivers/f.c").st_ino == os.stat(seed / "drivers/f.c").st_ino
+    assert os.stat(new / "drivers/g.c").st_mtime >= objects_built - 1
+    assert (clone / "drivers/g.c").read_text() == "int g, h;\n"
+    assert os.stat(clone / "drivers/f.c").st_ino != os.stat(seed / "drivers/f.c").st_ino
+
+
 def test_the_seed_is_the_newest_build_of_the_same_tree(tmp_path):
     builds = tmp_path / "builds"
     fragment = build.hashlib.sha256(build.FRAGMENT.read_bytes()).hexdigest()
@@ -111,7 +127,9 @@ def test_the_seed_is_the_newest_build_of_the_same_tree(tmp_path):
         (builds / name / "build.json").write_text(build.json.dumps(
             {"base": base, "built": built, "fragment_sha256": frag, "release": "r"}))
     assert build._seed(builds, build.Path("/t"), builds / "mine") == builds / "new"
-    assert build._seed(builds, build.Path("/none"), builds / "mine") is None
+    # another tree's (a clone's) objects serve too: files are compared by contents
+    assert build._seed(builds, build.Path("/none"), builds / "mine") == builds / "other"
+    assert build._seed(tmp_path / "empty", build.Path("/t"), builds / "mine") is None
 
 
 def test_symbols_the_tree_cannot_give_are_named():

@@ -9,20 +9,23 @@ keyed by the tree's state and the patches' bytes:
     builds/KEY/boot, lib  the image and modules, laid out as virtme-ng expects
     builds/KEY/build.json what was built from what, how long it took
 
-A new variant starts from the objects of the newest variant built from the same tree, and every
-file whose contents differ between the two gets a fresh copy (and so a fresh mtime): make then
-rebuilds only what the patches or the revision changed, and ccache serves what it has seen.
+A new variant starts from the objects of the newest variant built (from the same tree if there
+is one), and every file whose contents differ between the two gets a fresh copy (and so a fresh
+mtime): make then rebuilds only what the patches or the revision changed, and ccache serves what
+it has seen.
 Builds run one at a time (a lock in the cache).
 """
 
 from __future__ import annotations
 
 import fcntl
+import filecmp
 import hashlib
 import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import tarfile
@@ -211,28 +214,37 @@ def _apply(src: Path, patch: Path, log_path: Path) -> None:
 
 
 def _seed(builds: Path, base: Path, root: Path) -> Path | None:
-    """The newest finished variant of the same tree and configuration fragment."""
+    """The newest finished variant with the same configuration fragment, one built from the
+    same tree first (a clone of the tree does as well: files are compared by contents)."""
     fragment = hashlib.sha256(FRAGMENT.read_bytes()).hexdigest()
     found = []
     for meta in builds.glob("*/build.json"):
         data = json.loads(meta.read_text())
-        if (meta.parent != root and data["base"] == str(base)
-                and data["fragment_sha256"] == fragment and (meta.parent / "src/obj").is_dir()):
-            found.append((data["built"], meta.parent))
-    return max(found)[1] if found else None
+        if (meta.parent != root and data["fragment_sha256"] == fragment
+                and (meta.parent / "src/obj").is_dir()):
+            found.append((data["base"] == str(base), data["built"], meta.parent))
+    return max(found)[2] if found else None
 
 
 def _refresh_changed(old: Path, new: Path) -> None:
-    """Give every file of `new` that is not the very file (inode) `old` has a fresh copy, so
-    its mtime is newer than the objects copied from `old` and make rebuilds what depends on
-    it. A fresh copy, not a touch: the inode may be the tree's own file."""
-    before = {path: st.st_ino for path, st in _walk(old)}
+    """Ready `new` for the objects copied from `old`: a file that is old's very file (inode) is
+    left as it is; one with old's contents and mode becomes a link to old's (and so has its
+    mtime: nothing to rebuild); any other gets a fresh copy, newer than every copied object, so
+    make rebuilds what depends on it. Copies and links replace `new`'s entries, never write
+    through them: those may be the tree's own files."""
+    before = dict(_walk(old))
     for path, st in _walk(new):
-        if before.get(path) != st.st_ino and not os.path.islink(new / path):
-            fresh = new / f"{path}.gadgetd-new"
-            shutil.copyfile(new / path, fresh)
-            os.chmod(fresh, st.st_mode & 0o7777)
-            os.replace(fresh, new / path)
+        prev = before.get(path)
+        if stat.S_ISLNK(st.st_mode) or (prev is not None and prev.st_ino == st.st_ino):
+            continue
+        target, temporary = new / path, new / f"{path}.gadgetd-new"
+        if (prev is not None and prev.st_size == st.st_size and prev.st_mode == st.st_mode
+                and filecmp.cmp(old / path, target, shallow=False)):
+            os.link(old / path, temporary)
+        else:
+            shutil.copyfile(target, temporary)
+            os.chmod(temporary, st.st_mode & 0o7777)
+        os.replace(temporary, target)
 
 
 def _env() -> dict[str, str]:
