@@ -220,6 +220,7 @@ def status(as_json):
             state["pid"] = owner.pid
         bound = udc_mod.bound(configfs.gadget_dir(name))
         state["bound"] = bound
+        state["kernel_functions"] = configfs.kernel_functions(name)
         try:
             state["udc_state"] = udc_mod.state(bound) if bound else "unbound"
         except OSError:
@@ -241,6 +242,9 @@ def status(as_json):
                        f"events {f.get('events', {})}, counters {f.get('counters', {})}, "
                        f"ep0 opens {retries.get('operations', 0)} with "
                        f"{retries.get('retries_total', 0)} retries {retries.get('retries', {})}")
+        for fname, f in s["kernel_functions"].items():
+            click.echo(f"  {fname}: {f['driver']} (kernel) "
+                       + ", ".join(f"{k} {v}" for k, v in f.items() if k != "driver"))
 
 
 @main.command("install-service")

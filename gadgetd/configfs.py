@@ -9,7 +9,7 @@ from pathlib import Path
 
 from gadgetd import syscalls, udc
 from gadgetd.errors import SetupError
-from gadgetd.model import GadgetSpec
+from gadgetd.model import GadgetSpec, KernelFunctionSpec
 from gadgetd.undo import UndoLog
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,20 @@ class GadgetTree:
         for key, text in values.items():
             syscalls.write_attr(d / key, text)
 
+    def _kernel_function(self, f: Path, fn: KernelFunctionSpec) -> None:
+        """Attributes, LUNs (lun.0 comes with the function) and os_desc, before any link."""
+        for attr, value in fn.attributes:
+            syscalls.write_attr(f / attr, value)
+        for number, lun in enumerate(fn.luns):
+            if number:
+                self._mkdir(f / f"lun.{number}")
+            for attr, value in lun:
+                syscalls.write_attr(f / f"lun.{number}" / attr, value)
+        if fn.os_desc is not None:
+            interface = next((f / "os_desc").glob("interface.*"))
+            syscalls.write_attr(interface / "compatible_id", fn.os_desc.compatible_id)
+            syscalls.write_attr(interface / "sub_compatible_id", fn.os_desc.sub_compatible_id)
+
     def build(self) -> None:
         s, g = self.spec, self.path
         self._mkdir(g)
@@ -69,8 +83,10 @@ class GadgetTree:
         for lang, values in s.strings.items():
             self._strings(g, lang, values)
         for fn in s.functions.values():
-            # mkdir loads usb_f_fs on demand and creates the FunctionFS instance named fn.name.
+            # mkdir loads usb_f_fs (usb_f_acm, ...) on demand and creates the instance.
             self._mkdir(g / "functions" / fn.configfs_name)
+            if isinstance(fn, KernelFunctionSpec):
+                self._kernel_function(g / "functions" / fn.configfs_name, fn)
         for cfg in s.configs:
             c = g / "configs" / cfg.configfs_name
             self._mkdir(c)
@@ -127,6 +143,9 @@ def remove_gadget(name: str) -> list[str]:
         if kind == "ffs":
             for mountpoint in ffs.mountpoints(instance):
                 attempt(f"umount {mountpoint}", lambda m=mountpoint: ffs.unmount(m))
+        for lun in sorted(f.glob("lun.*"), reverse=True):
+            if lun.name != "lun.0":  # mass_storage's first LUN goes with the function
+                attempt(f"rmdir {lun}", lambda p=lun: os.rmdir(p))
         attempt(f"rmdir {f}", lambda p=f: os.rmdir(p))
     for lang in sorted((g / "strings").iterdir()):
         attempt(f"rmdir {lang}", lambda p=lang: os.rmdir(p))
@@ -141,8 +160,40 @@ def leftovers(spec: GadgetSpec) -> list[str]:
     found = []
     if gadget_dir(spec.name).exists():
         found.append(f"configfs gadget {gadget_dir(spec.name)}")
-    for fn in spec.functions.values():
+    for fn in spec.ffs_functions.values():
         found += [f"FunctionFS {fn.name} mounted at {m}" for m in ffs.mountpoints(fn.name)]
         if fn.mountpoint.exists():
             found.append(f"mount point {fn.mountpoint}")
+    return found
+
+
+def kernel_functions(name: str) -> dict[str, dict[str, str]]:
+    """What the kernel made of a gadget's kernel functions, read back from configfs: the tty of
+    acm (/dev/ttyGSn), the interface and addresses of ecm, ncm and rndis, the device of hid
+    (/dev/hidgN), the backing files of mass_storage."""
+    found = {}
+    for f in sorted((gadget_dir(name) / "functions").glob("*.*")):
+        driver, _, instance = f.name.partition(".")
+        info: dict[str, str] = {"driver": driver}
+        try:
+            if driver == "acm":
+                info["tty"] = f"/dev/ttyGS{syscalls.read_attr(f / 'port_num')}"
+            elif driver in ("ecm", "ncm", "rndis"):
+                for attr in ("ifname", "dev_addr", "host_addr"):
+                    info[attr] = syscalls.read_attr(f / attr)
+            elif driver == "hid":
+                dev = syscalls.read_attr(f / "dev")
+                uevent = Path(f"/sys/dev/char/{dev}/uevent")
+                names = [line.partition("=")[2] for line in
+                         (uevent.read_text().splitlines() if uevent.exists() else [])
+                         if line.startswith("DEVNAME=")]
+                info["device"] = f"/dev/{names[0]}" if names else dev
+            elif driver == "mass_storage":
+                for lun in sorted(f.glob("lun.*")):
+                    info[lun.name] = syscalls.read_attr(lun / "file") or "(no medium)"
+            else:
+                continue
+        except OSError as exc:
+            info["error"] = str(exc)
+        found[instance] = info
     return found

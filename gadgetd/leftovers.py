@@ -28,7 +28,7 @@ def clean(spec: GadgetSpec, replace: bool, previous: Owner | None) -> None:
         raise SetupError(f"gadget {spec.name!r} already exists in configfs: "
                          f"'gadgetd down {spec.name}' or run with --replace")
     bound = udc.bound(gadget_dir)
-    for fn in spec.functions.values():
+    for fn in spec.ffs_functions.values():
         mounts = ffs.mountpoints(fn.name)
         if mounts and bound and (mounts[0] / "ep0").exists() and not (mounts[0] / "ep1").exists():
             # A crashed daemon's no_disconnect instance: DEACTIVATED with the gadget bound.
@@ -49,7 +49,7 @@ def clean(spec: GadgetSpec, replace: bool, previous: Owner | None) -> None:
 def _unmount_stale(spec: GadgetSpec, previous: Owner) -> None:
     """Mounts of our instances on our mount points that a dead daemon could not unmount (a
     worker was stuck in the kernel when it stopped): unmounted, once nobody holds them."""
-    for fn in spec.functions.values():
+    for fn in spec.ffs_functions.values():
         if fn.mountpoint in ffs.mountpoints(fn.name):
             log.warning("unmounting %s left mounted by gadgetd pid %d", fn.mountpoint,
                         previous.pid)

@@ -21,7 +21,9 @@ TRANSFERS = {"bulk": 2, "interrupt": 3}  # bmAttributes transfer type
 # EAGAIN under Ep0OpenPolicy (repro's naive opener, nonblock without retry, is NONBLOCK_ONCE).
 BLOCKING, NONBLOCK, NONBLOCK_ONCE = "blocking", "nonblock", "nonblock-once"
 EP0_OPEN_MODES = (BLOCKING, NONBLOCK)
-FUNCTION_KINDS = ("ffs",)  # ffs: a FunctionFS function served by a gadgetd worker
+# ffs: a FunctionFS function served by a gadgetd worker; kernel: one the kernel implements
+# (usb_f_acm, usb_f_ncm, ...), which gadgetd only creates, configures and links in configfs
+FUNCTION_KINDS = ("ffs", "kernel")
 # The worker's user when a template names none: a system user of gadgetd's own (its sysusers.d
 # file is gadgetd/systemd/gadgetd.sysusers), not `nobody`, which other daemons share.
 DEFAULT_USER = "gadgetd"
@@ -106,9 +108,30 @@ class FunctionSpec:
     os_desc: OsDescriptors | None = None
     options: dict[str, object] = field(default_factory=dict)  # the type's own keys (Option)
 
+    interfaces = 1  # gadgetd's FunctionFS functions have one interface each
+
     @property
     def configfs_name(self) -> str:
         return f"ffs.{self.name}"
+
+
+@dataclass(frozen=True)
+class KernelFunctionSpec:
+    """A function the kernel implements: configfs functions/DRIVER.NAME, its attributes written
+    in order before it is linked (the kernel locks most of them once the gadget is bound)."""
+
+    name: str
+    type: str  # the registered type
+    driver: str  # configfs function driver: acm, ecm, ncm, rndis, mass_storage, hid
+    attributes: tuple[tuple[str, str | bytes], ...] = ()
+    luns: tuple[tuple[tuple[str, str], ...], ...] = ()  # mass_storage: lun.0, lun.1, ...
+    endpoints: tuple[Endpoint, ...] = ()  # what it takes from the controller (budgets)
+    interfaces: int = 1  # acm and the ethernet functions have two (an IAD groups them)
+    os_desc: OsDescriptors | None = None
+
+    @property
+    def configfs_name(self) -> str:
+        return f"{self.driver}.{self.name}"
 
 
 @dataclass(frozen=True)
@@ -139,9 +162,14 @@ class GadgetSpec:
     device_protocol: int
     strings: dict[int, dict[str, str]]
     configs: tuple[ConfigSpec, ...]
-    functions: dict[str, FunctionSpec]
+    functions: dict[str, FunctionSpec | KernelFunctionSpec]
     controller: str | None = None  # the UDC's driver, for endpoint budgets (dwc2, dummy_udc)
     os_desc: GadgetOsDesc | None = None
+
+    @property
+    def ffs_functions(self) -> dict[str, FunctionSpec]:
+        """The FunctionFS functions: what gadgetd's workers serve."""
+        return {n: f for n, f in self.functions.items() if isinstance(f, FunctionSpec)}
 
     def with_overrides(self, udc=None, no_disconnect=None, ep0_open=None) -> GadgetSpec:
         """Command-line flags win over the template."""
@@ -150,6 +178,9 @@ class GadgetSpec:
             spec = replace(spec, udc=udc)
         functions = {}
         for name, fn in spec.functions.items():
+            if not isinstance(fn, FunctionSpec):
+                functions[name] = fn
+                continue
             if no_disconnect is not None:
                 fn = replace(fn, mount=replace(fn.mount, no_disconnect=no_disconnect))
             if ep0_open is not None:
@@ -182,6 +213,8 @@ class FunctionType:
     name: str
     kind: str  # one of FUNCTION_KINDS
     server: str | None = None
+    # kind "kernel": reads the type's keys from its [function.NAME] table (a toml_table.Table)
+    parse: Callable[[object, str], KernelFunctionSpec] | None = None
     check_layout: Callable[[FunctionSpec], str | None] | None = None  # a problem, or None
     options: tuple[Option, ...] = ()
     doc: str = ""

@@ -40,9 +40,11 @@ def get(name: str) -> FunctionType:
         ftype = ep.load()
     except Exception as exc:  # a broken plugin must not take the daemon's error handling with it
         raise RegistryError(f"function type {name!r} ({ep.value}) failed to load: {exc}") from exc
-    if not isinstance(ftype, FunctionType) or ftype.name != name or ftype.kind not in FUNCTION_KINDS:
+    if (not isinstance(ftype, FunctionType) or ftype.name != name or ftype.kind not in FUNCTION_KINDS
+            or (ftype.kind == "kernel") != (ftype.parse is not None)):
         raise RegistryError(f"entry point {name} = {ep.value} is not a FunctionType named {name!r} "
-                            f"of kind {' or '.join(FUNCTION_KINDS)}")
+                            f"of kind {' or '.join(FUNCTION_KINDS)} (a parse function for kind "
+                            "kernel only)")
     return ftype
 
 

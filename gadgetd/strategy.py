@@ -61,7 +61,7 @@ class GadgetStrategy:
 
     @property
     def ep_files(self) -> list[Path]:
-        return [fn.mountpoint / f"ep{i}" for fn in self.spec.functions.values()
+        return [fn.mountpoint / f"ep{i}" for fn in self.spec.ffs_functions.values()
                 for i in range(1, len(fn.endpoints) + 1)]
 
     def transition(self, state: str, timeout: float = 60.0) -> None:

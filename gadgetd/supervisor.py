@@ -92,7 +92,7 @@ class Supervisor:
 
     def _bring_up(self) -> None:
         spec = self.spec
-        functions = {name: self._mount_options(fn) for name, fn in spec.functions.items()}
+        functions = {name: self._mount_options(fn) for name, fn in spec.ffs_functions.items()}
         if not self.wait_for_udc:
             self.udc_name = udc.resolve(spec.udc)  # before anything is touched
             self._check_budget(self.udc_name)

@@ -19,11 +19,12 @@ class _OpenHow(ctypes.Structure):
                 ("resolve", ctypes.c_uint64)]
 
 
-def write_attr(path: Path, value: str | int) -> None:
-    """Write one attribute with a single write(2), as configfs expects."""
+def write_attr(path: Path, value: str | int | bytes) -> None:
+    """Write one attribute with a single write(2), as configfs expects (bytes as they are:
+    binary attributes such as hid's report_desc)."""
     fd = os.open(path, os.O_WRONLY)
     try:
-        os.write(fd, f"{value}\n".encode())
+        os.write(fd, value if isinstance(value, bytes) else f"{value}\n".encode())
     except OSError as exc:  # name the attribute and the value (write(2) names neither)
         raise OSError(exc.errno, f"{exc.strerror}, value {str(value)!r}", str(path)) from None
     finally:

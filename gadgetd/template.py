@@ -25,6 +25,7 @@ from gadgetd.model import (
     GadgetOsDesc,
     GadgetSpec,
     Interface,
+    KernelFunctionSpec,
     MountOptions,
     OsDescriptors,
 )
@@ -118,13 +119,17 @@ def _mountpoint(table: Table) -> str:
     return value
 
 
-def _function(table: Table, name: str) -> FunctionSpec:
-    _name(table, name, "a FunctionFS instance name", value=name)
+def _function(table: Table, name: str) -> FunctionSpec | KernelFunctionSpec:
+    _name(table, name, "a function instance name", value=name)
     type_name = table.get("type", str)
     try:
         ftype = registry.get(type_name)
     except registry.RegistryError as exc:
         raise table.error("type", str(exc), type_name) from None
+    if ftype.kind == "kernel":
+        spec = ftype.parse(table, name)
+        table.done()
+        return spec
     mountpoint = _mountpoint(table)
     mount_t = table.table("mount", required=False)
     mount = MountOptions()
@@ -314,7 +319,7 @@ def parse(text: str, source: str) -> GadgetSpec:
                            spec.controller or spec.udc)
     gadget.done()
     root.done()
-    mounts = [str(f.mountpoint) for f in functions.values()]
+    mounts = [str(f.mountpoint) for f in spec.ffs_functions.values()]
     if len(set(mounts)) != len(mounts):
         raise TemplateError(source, "function.*.mountpoint", "two functions share a mountpoint")
     return spec

@@ -206,7 +206,7 @@ def test_default_user_is_gadgetd(loopback_text, templates_dir):
 
 def test_shipped_templates_run_as_gadgetd(templates_dir):
     for path in sorted(templates_dir.glob("*.toml")):
-        for fn in template.load(path).functions.values():
+        for fn in template.load(path).ffs_functions.values():
             assert (fn.user, fn.allow_root) == ("gadgetd", False), path
 
 

@@ -7,6 +7,7 @@ import time
 import usb.util
 
 from gadgetd.host.device import BULK_MAX_PACKET, SPEED_NAMES, wait_for_device
+from gadgetd.model import FunctionSpec
 
 
 def _speed(device) -> str:
@@ -51,15 +52,26 @@ def test_configuration_descriptors(device, spec):
         assert cfg.bConfigurationValue == cfg_spec.number
         assert cfg.bmAttributes == cfg_spec.attributes
         assert cfg.bMaxPower == min(cfg_spec.max_power, limit) // unit
-        assert cfg.bNumInterfaces == len(cfg_spec.functions)
+        assert cfg.bNumInterfaces == sum(spec.functions[n].interfaces for n in cfg_spec.functions)
         for lang, text in cfg_spec.strings.items():
             assert usb.util.get_string(device, cfg.iConfiguration, lang) == text
 
 
 def _interfaces(device, spec):
+    """(FunctionFS function, its interface) in configuration order: composite numbers the
+    interfaces in link order; a kernel function's (two for acm and the ethernet functions) are
+    stepped over."""
     cfg = device.get_active_configuration()
-    fn_specs = [spec.functions[name] for name in spec.configs[cfg.bConfigurationValue - 1].functions]
-    return list(zip(fn_specs, cfg, strict=True))
+    first_alts = sorted((i for i in cfg if i.bAlternateSetting == 0),
+                        key=lambda i: i.bInterfaceNumber)
+    pairs, at = [], 0
+    for name in spec.configs[cfg.bConfigurationValue - 1].functions:
+        fn = spec.functions[name]
+        if isinstance(fn, FunctionSpec):
+            pairs.append((fn, first_alts[at]))
+        at += fn.interfaces
+    assert at == len(first_alts)
+    return pairs
 
 
 def test_interface_descriptors(device, spec):

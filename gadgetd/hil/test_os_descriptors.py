@@ -41,8 +41,8 @@ def test_extended_compat_id(device, spec, os_desc):
 
 
 def test_extended_properties(device, spec, os_desc):
-    fn = _functions_with_os_desc(spec)[0]
-    if not fn.os_desc.properties:
+    fn = next((f for f in _functions_with_os_desc(spec) if f.os_desc.properties), None)
+    if fn is None:
         pytest.skip("no extended properties declared")
     raw = bytes(device.ctrl_transfer(0xC1, os_desc.b_vendor_code, 0, 5, 4096))
     length, version, index, count = struct.unpack_from("<IHHH", raw)

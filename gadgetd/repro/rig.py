@@ -72,7 +72,7 @@ class Rig:
     def __init__(self, template_path: Path | None = None, log=sys.stderr):
         self.strategy = GadgetStrategy(template_path or templates.path("loopback"))
         self.spec = self.strategy.spec
-        self.fn = next(iter(self.spec.functions.values()))
+        self.fn = next(iter(self.spec.ffs_functions.values()))
         self.gadget_dir = self.strategy.gadget_dir
         self.daemon_failures: list[str] = []
         self.log = log
