@@ -1,0 +1,265 @@
+"""A composite gadget served by gadgetd: acm + ncm + ecm + rndis + mass_storage + hid beside
+gadgetd's loopback, driven through the host drivers of the same kernel (dummy_hcd connects
+both ends): serial bytes both ways, each ethernet link pinged and loaded with 64 MiB of TCP in a
+network namespace of its own (else the kernel would route the traffic locally, never over USB),
+a disk written by the host and checked in the backing file, HID reports both ways."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mmap
+import os
+import re
+import select
+import socket
+import subprocess
+import sys
+import termios
+import threading
+import time
+import tty
+from pathlib import Path
+
+import pytest
+
+from gadgetd import configfs, templates
+from tests.vm.conftest import RunningDaemon
+
+pytestmark = pytest.mark.vm
+HOST_DRIVERS = ("cdc-acm", "cdc_ether", "cdc_ncm", "rndis_host", "usb-storage", "sr_mod",
+                "usbhid")
+# vendor-defined: 8-byte input and output reports (no keyboard typing into the VM)
+REPORT_DESC = "06 00 ff 09 01 a1 01 15 00 26 ff 00 75 08 95 08 81 02 95 08 91 02 c0"
+DISK_BYTES = 8 << 20
+TCP_BYTES = 64 << 20
+ETHERS = ("usb0", "ecm0", "rndis0")
+
+
+def composite_template(directory: Path, disk: Path) -> Path:
+    text = templates.path("loopback").read_text()
+    text = text.replace('name = "gadgetd-loopback"', 'name = "gadgetd-composite"')
+    text = text.replace('idProduct = 0x0104', 'idProduct = 0x0105')
+    text = text.replace('functions = ["loop0"]', 'functions = ["ser0", "usb0", "ecm0", '
+                        '"rndis0", "disk0", "hid0", "loop0"]')
+    text += f"""
+[function.ser0]
+type = "acm"
+
+[function.usb0]
+type = "ncm"
+dev_addr = "02:00:00:00:01:01"
+host_addr = "02:00:00:00:01:02"
+
+[function.ecm0]
+type = "ecm"
+
+[function.rndis0]
+type = "rndis"
+
+[function.disk0]
+type = "mass_storage"
+[[function.disk0.lun]]
+file = "{disk}"
+[[function.disk0.lun]]
+removable = true
+cdrom = true
+
+[function.hid0]
+type = "hid"
+report_length = 8
+report_desc = "{REPORT_DESC}"
+"""
+    path = directory / "composite.toml"
+    path.write_text(text)
+    return path
+
+
+def _kernel_warnings() -> list[str]:
+    out = subprocess.run(["dmesg"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if re.search(r"WARNING:|BUG:|Oops", line)]
+
+
+@pytest.fixture(scope="module")
+def composite(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("composite")
+    disk = directory / "disk.img"
+    disk.write_bytes(b"\0" * DISK_BYTES)
+    warnings = _kernel_warnings()
+    subprocess.run(["modprobe", "-a", *HOST_DRIVERS], check=True)
+    d = RunningDaemon(composite_template(directory, disk))
+    device = d.wait_bound()
+    figures = {}
+    yield d, device, disk, figures
+    status = d.stop()
+    name = d.spec.name
+    assert status == 0, d.stderr
+    assert not configfs.gadget_dir(name).exists()
+    assert not [line for line in Path("/proc/mounts").read_text().splitlines()
+                if "functionfs" in line]
+    assert _kernel_warnings() == warnings
+    if os.environ.get("GADGETD_RESULTS"):
+        Path(os.environ["GADGETD_RESULTS"], "composite.json").write_text(
+            json.dumps(figures, indent=1))
+
+
+def _usb_path(device) -> str:
+    """The device's sysfs name (bus-port), to find the host side's interfaces under it."""
+    return f"{device.bus}-{'.'.join(map(str, device.port_numbers))}"
+
+
+def _host_nodes(device, pattern: str) -> list[Path]:
+    """Device nodes (/sys/class/X/NAME) whose device is an interface of the gadget."""
+    prefix = _usb_path(device) + ":"
+    return [n for n in sorted(Path("/sys/class").glob(pattern))
+            if prefix in str((n / "device").resolve())]
+
+
+def _wait(find, what: str, timeout: float = 30):
+    deadline = time.monotonic() + timeout
+    while not (found := find()):
+        assert time.monotonic() < deadline, f"{what} did not appear"
+        time.sleep(0.2)
+    return found
+
+
+def _raw(path: str) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
+    tty.setraw(fd, termios.TCSANOW)  # no echo, no line discipline: bytes as they are
+    return fd
+
+
+def _read_exactly(fd: int, size: int, timeout: float = 10) -> bytes:
+    data, deadline = b"", time.monotonic() + timeout
+    while len(data) < size:
+        ready, _, _ = select.select([fd], [], [], max(0, deadline - time.monotonic()))
+        assert ready, f"got {len(data)} of {size} bytes"
+        data += os.read(fd, size - len(data))
+    return data
+
+
+def test_status_shows_what_the_kernel_made(composite):
+    d, _, disk, _ = composite
+    made = configfs.kernel_functions(d.spec.name)
+    assert made["ser0"]["tty"].startswith("/dev/ttyGS")
+    assert made["usb0"]["dev_addr"] == "02:00:00:00:01:01"
+    assert re.fullmatch(r"usb\d+", made["ecm0"]["ifname"])
+    assert made["disk0"]["lun.0"] == str(disk) and made["disk0"]["lun.1"] == "(no medium)"
+    assert made["hid0"]["device"].startswith("/dev/hidg")
+    out = subprocess.run([sys.executable, "-m", "gadgetd", "status"], capture_output=True,
+                         text=True, check=True).stdout
+    assert f"ser0: acm (kernel) tty {made['ser0']['tty']}" in out, out
+
+
+def test_acm_bytes_both_ways(composite):
+    d, device, _, _ = composite
+    gadget_tty = configfs.kernel_functions(d.spec.name)["ser0"]["tty"]
+    host_tty = "/dev/" + _wait(lambda: _host_nodes(device, "tty/ttyACM*"), "ttyACM")[0].name
+    host, gadget = _raw(host_tty), _raw(gadget_tty)
+    try:
+        payload = bytes(range(256)) * 16
+        os.write(host, payload)
+        assert _read_exactly(gadget, len(payload)) == payload
+        os.write(gadget, payload[::-1])
+        assert _read_exactly(host, len(payload)) == payload[::-1]
+    finally:
+        os.close(host)
+        os.close(gadget)
+
+
+def _sink(server: socket.socket, result: dict) -> None:
+    conn, _ = server.accept()
+    digest, total = hashlib.sha256(), 0
+    while chunk := conn.recv(1 << 16):
+        digest.update(chunk)
+        total += len(chunk)
+    conn.close()
+    result.update(sha256=digest.hexdigest(), bytes=total)
+
+
+SENDER = """
+import hashlib, socket, sys, time
+data = hashlib.sha256(b"gadgetd").digest() * 2048
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+digest, start = hashlib.sha256(), time.monotonic()
+for i in range(int(sys.argv[3]) // len(data)):
+    chunk = bytes([i % 251]) + data[1:]
+    s.sendall(chunk)
+    digest.update(chunk)
+s.close()
+print(digest.hexdigest(), time.monotonic() - start)
+"""
+
+
+@pytest.mark.parametrize("index,function", enumerate(ETHERS))
+def test_ethernet_link(composite, index, function):
+    d, device, _, figures = composite
+    made = configfs.kernel_functions(d.spec.name)[function]
+    host_ifs = _wait(lambda: [n.name for n in _host_nodes(device, "net/*")
+                              if (n / "address").read_text().strip() == made["host_addr"]],
+                     f"the host's interface for {function}")
+    netns, gadget_ip, host_ip = f"gadgetd-{function}", f"10.77.{index}.1", f"10.77.{index}.2"
+    ns = ["ip", "netns", "exec", netns]
+    subprocess.run(["ip", "netns", "add", netns], check=True)
+    try:
+        subprocess.run(["ip", "link", "set", host_ifs[0], "netns", netns], check=True)
+        subprocess.run(["ip", "addr", "add", f"{gadget_ip}/24", "dev", made["ifname"]], check=True)
+        subprocess.run(["ip", "link", "set", made["ifname"], "up"], check=True)
+        subprocess.run([*ns, "ip", "addr", "add", f"{host_ip}/24", "dev", host_ifs[0]], check=True)
+        subprocess.run([*ns, "ip", "link", "set", host_ifs[0], "up"], check=True)
+        ping = subprocess.run([*ns, "ping", "-q", "-i", "0.01", "-c", "1000", "-w", "120",
+                               gadget_ip], capture_output=True, text=True)
+        assert " 0% packet loss" in ping.stdout, ping.stdout + ping.stderr
+        rtt = re.search(r"= ([\d.]+)/([\d.]+)/([\d.]+)", ping.stdout)
+        server = socket.create_server((gadget_ip, 0))
+        received: dict = {}
+        sink = threading.Thread(target=_sink, args=(server, received))
+        sink.start()
+        sent = subprocess.run([*ns, sys.executable, "-c", SENDER, gadget_ip,
+                               str(server.getsockname()[1]), str(TCP_BYTES)],
+                              capture_output=True, text=True, timeout=600)
+        sink.join(60)
+        server.close()
+        assert sent.returncode == 0, sent.stderr
+        digest, seconds = sent.stdout.split()
+        assert received == {"sha256": digest, "bytes": TCP_BYTES}
+        figures[function] = {"ping_avg_ms": float(rtt.group(2)), "ping_max_ms": float(rtt.group(3)),
+                             "tcp_mib_s": round(TCP_BYTES / (1 << 20) / float(seconds), 1)}
+    finally:
+        subprocess.run(["ip", "netns", "del", netns], check=False)
+
+
+def test_mass_storage_written_by_the_host(composite):
+    _, device, disk, _ = composite
+    blocks = _wait(lambda: [b for b in _host_nodes(device, "block/sd*")], "the host's disk")
+    node = f"/dev/{blocks[0].name}"
+    payload = hashlib.sha256(b"disk").digest() * (DISK_BYTES // 2 // 32)
+    fd = os.open(node, os.O_RDWR | os.O_DIRECT)
+    try:
+        buf = mmap.mmap(-1, len(payload))  # O_DIRECT wants an aligned buffer
+        buf.write(payload)
+        assert os.pwritev(fd, [buf], 0) == len(payload)
+        os.fsync(fd)
+        back = mmap.mmap(-1, len(payload))
+        assert os.preadv(fd, [back], 0) == len(payload) and bytes(back) == payload
+    finally:
+        os.close(fd)
+    with open(disk, "rb") as f:
+        assert hashlib.sha256(f.read(len(payload))).digest() == hashlib.sha256(payload).digest()
+    assert _host_nodes(device, "block/sr*"), "the removable CD-ROM LUN"
+
+
+def test_hid_reports_both_ways(composite):
+    d, device, _, _ = composite
+    hidg = configfs.kernel_functions(d.spec.name)["hid0"]["device"]
+    hidraw = "/dev/" + _wait(lambda: _host_nodes(device, "hidraw/hidraw*"), "hidraw")[0].name
+    gadget = os.open(hidg, os.O_RDWR)
+    host = os.open(hidraw, os.O_RDWR)
+    try:
+        os.write(gadget, bytes(range(1, 9)))
+        assert _read_exactly(host, 8) == bytes(range(1, 9))
+        os.write(host, bytes(range(11, 19)))
+        assert _read_exactly(gadget, 8) == bytes(range(11, 19))
+    finally:
+        os.close(gadget)
+        os.close(host)
