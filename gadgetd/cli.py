@@ -90,6 +90,37 @@ def run(template_path, udc, nonblock, no_disconnect, replace, wait_for_udc):
         fail(exc)
 
 
+@main.command()
+@template_argument()
+@click.argument("function")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Directory for FUNCTION.descriptors and FUNCTION.strings.")
+def blobs(template_path, function, out_dir):
+    """Write FUNCTION's FunctionFS descriptors and strings as the blob files systemd's
+    USBFunctionDescriptors= and USBFunctionStrings= take (a .socket unit with
+    ListenUSBFunction= then serves it without gadgetd)."""
+    from pathlib import Path
+
+    from gadgetd import wire
+
+    try:
+        spec = template.load(template_path)
+    except GadgetdError as exc:
+        fail(exc)
+    fn = spec.ffs_functions.get(function)
+    if fn is None or not fn.endpoints:
+        known = ", ".join(n for n, f in spec.ffs_functions.items() if f.endpoints) or "none"
+        click.echo(f"gadgetd: error: {template_path}: no FunctionFS function {function!r} with "
+                   f"an interface and endpoints (those with: {known})", err=True)
+        sys.exit(2)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for suffix, blob in (("descriptors", wire.descriptors_blob(fn)), ("strings",
+                                                                      wire.strings_blob(fn))):
+        (out / f"{function}.{suffix}").write_bytes(blob)
+        click.echo(out / f"{function}.{suffix}")
+
+
 @main.command("templates")
 def list_templates():
     """The packaged templates: name and path (`gadgetd run NAME` serves one)."""

@@ -22,8 +22,9 @@ TRANSFERS = {"bulk": 2, "interrupt": 3}  # bmAttributes transfer type
 BLOCKING, NONBLOCK, NONBLOCK_ONCE = "blocking", "nonblock", "nonblock-once"
 EP0_OPEN_MODES = (BLOCKING, NONBLOCK)
 # ffs: a FunctionFS function served by a gadgetd worker; kernel: one the kernel implements
-# (usb_f_acm, usb_f_ncm, ...), which gadgetd only creates, configures and links in configfs
-FUNCTION_KINDS = ("ffs", "kernel")
+# (usb_f_acm, usb_f_ncm, ...), which gadgetd only creates, configures and links in configfs;
+# exec: a FunctionFS function served by another program, which gadgetd starts and restarts
+FUNCTION_KINDS = ("ffs", "kernel", "exec")
 # The worker's user when a template names none: a system user of gadgetd's own (its sysusers.d
 # file is gadgetd/systemd/gadgetd.sysusers), not `nobody`, which other daemons share.
 DEFAULT_USER = "gadgetd"
@@ -215,6 +216,8 @@ class FunctionType:
     server: str | None = None
     # kind "kernel": reads the type's keys from its [function.NAME] table (a toml_table.Table)
     parse: Callable[[object, str], KernelFunctionSpec] | None = None
+    # kind "exec": reads the program's keys (command, ...) into FunctionSpec.options
+    parse_options: Callable[[object], dict] | None = None
     check_layout: Callable[[FunctionSpec], str | None] | None = None  # a problem, or None
     options: tuple[Option, ...] = ()
     doc: str = ""

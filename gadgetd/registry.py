@@ -41,10 +41,11 @@ def get(name: str) -> FunctionType:
     except Exception as exc:  # a broken plugin must not take the daemon's error handling with it
         raise RegistryError(f"function type {name!r} ({ep.value}) failed to load: {exc}") from exc
     if (not isinstance(ftype, FunctionType) or ftype.name != name or ftype.kind not in FUNCTION_KINDS
-            or (ftype.kind == "kernel") != (ftype.parse is not None)):
+            or (ftype.kind == "kernel") != (ftype.parse is not None)
+            or (ftype.kind == "exec") != (ftype.parse_options is not None)):
         raise RegistryError(f"entry point {name} = {ep.value} is not a FunctionType named {name!r} "
-                            f"of kind {' or '.join(FUNCTION_KINDS)} (a parse function for kind "
-                            "kernel only)")
+                            f"of kind {' or '.join(FUNCTION_KINDS)} (parse for kind kernel only, "
+                            "parse_options for kind exec only)")
     return ftype
 
 

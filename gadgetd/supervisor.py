@@ -22,9 +22,10 @@ import signal
 import time
 from dataclasses import replace
 
-from gadgetd import configfs, controllers, ffs, leftovers, ownership, runstate, udc, worker
+from gadgetd import configfs, controllers, ffs, leftovers, ownership, registry, runstate, udc, worker
 from gadgetd.errors import GadgetdError, SetupError, TemplateError
 from gadgetd.eventloop import EventLoop
+from gadgetd.exec_process import ExecProcess
 from gadgetd.model import FunctionSpec, GadgetSpec
 from gadgetd.notify import Notifier
 from gadgetd.ownership import Claim
@@ -114,7 +115,8 @@ class Supervisor:
         self._write_state()
 
     def _spawn(self, fn: FunctionSpec, on_ready, on_gone) -> WorkerProcess:
-        return WorkerProcess(fn, self.loop, on_ready, on_gone).start(READY_TIMEOUT)
+        kind = ExecProcess if registry.get(fn.type).kind == "exec" else WorkerProcess
+        return kind(fn, self.loop, on_ready, on_gone).start(READY_TIMEOUT)
 
     def _fatal(self, message: str) -> None:
         if self._reloading_from is not None:  # the new template did not come up

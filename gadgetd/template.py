@@ -143,14 +143,18 @@ def _function(table: Table, name: str) -> FunctionSpec | KernelFunctionSpec:
             mode=mount_t.get("mode", int, None, lo=0, hi=0o7777),
         )
         mount_t.done()
-    intf_t = table.table("interface")
-    interface = Interface(
-        cls=intf_t.get("class", int, 0xFF, lo=0, hi=0xFF),
-        subclass=intf_t.get("subclass", int, 0, lo=0, hi=0xFF),
-        protocol=intf_t.get("protocol", int, 0, lo=0, hi=0xFF),
-        strings=_lang_map(intf_t, "strings"),
-    )
-    intf_t.done()
+    # An exec function's program may write its own descriptors: then interface and endpoints
+    # are optional (declared, they count in the endpoint budget).
+    intf_t = table.table("interface", required=ftype.kind != "exec")
+    interface = Interface()
+    if intf_t is not None:
+        interface = Interface(
+            cls=intf_t.get("class", int, 0xFF, lo=0, hi=0xFF),
+            subclass=intf_t.get("subclass", int, 0, lo=0, hi=0xFF),
+            protocol=intf_t.get("protocol", int, 0, lo=0, hi=0xFF),
+            strings=_lang_map(intf_t, "strings"),
+        )
+        intf_t.done()
     endpoints = tuple(_endpoint(t) for t in table.tables("endpoint"))
     for direction in ("in", "out"):
         count = sum(ep.direction == direction for ep in endpoints)
@@ -177,9 +181,14 @@ def _function(table: Table, name: str) -> FunctionSpec | KernelFunctionSpec:
         user=table.get("user", str, DEFAULT_USER),
         allow_root=table.get("allow_root", bool, False),
         os_desc=_function_os_desc(table.table("os_desc", required=False)),
-        options={o.name: table.get(o.name, o.kind, o.default, lo=o.lo, hi=o.hi, choices=o.choices)
-                 for o in ftype.options},
+        options=ftype.parse_options(table) if ftype.parse_options else
+        {o.name: table.get(o.name, o.kind, o.default, lo=o.lo, hi=o.hi, choices=o.choices)
+         for o in ftype.options},
     )
+    if (spec.options.get("open") == "gadgetd" and not spec.options.get("descriptors")
+            and (intf_t is None or not endpoints)):
+        raise table.error("open", "gadgetd writes the descriptors: give [...interface] and "
+                          "endpoints, or the descriptors and strings blob files", "gadgetd")
     if not re.fullmatch(r"[a-z_][a-z0-9_.-]{0,31}", spec.user):
         raise table.error("user", "not a valid user name", spec.user)
     if spec.user == "root" and not spec.allow_root:

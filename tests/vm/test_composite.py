@@ -191,7 +191,7 @@ print(digest.hexdigest(), time.monotonic() - start)
 """
 
 
-@pytest.mark.parametrize("index,function", enumerate(ETHERS))
+@pytest.mark.parametrize("index,function", list(enumerate(ETHERS)))
 def test_ethernet_link(composite, index, function):
     d, device, _, figures = composite
     made = configfs.kernel_functions(d.spec.name)[function]
