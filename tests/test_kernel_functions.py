@@ -1,6 +1,9 @@
 """Kernel functions in templates (acm, ecm, ncm, rndis, mass_storage, hid): what each becomes
 in configfs, and every refusal one line naming file, key and value, before the kernel is touched."""
 
+import subprocess
+import sys
+
 import pytest
 
 from gadgetd import template, templates
@@ -193,3 +196,22 @@ def test_a_report_descriptor_from_a_file(tmp_path, disk):
     desc.write_bytes(b"")
     assert "1 to 4096 bytes" in refused(_one(disk, "hid", f'report_length = 8\n'
                                                f'report_desc_file = "{desc}"\n'))
+
+
+def test_check_warns_of_host_quirks(disk, tmp_path):
+    from gadgetd import host_quirks
+
+    spec = parse(composite(disk))
+    found = host_quirks.warnings(spec)
+    assert any("RNDIS (rndis0) only as the first function" in w for w in found)
+    assert any("macOS drives NCM" in w for w in found)
+    assert not any("first configuration" in w for w in found)
+    rndis_first = composite(disk).replace('functions = ["ser0", "usb0", "ecm0", "rndis0"',
+                                          'functions = ["rndis0", "ser0", "usb0"') \
+        .replace('"disk0", "kbd0", "loop0"]', '"disk0", "kbd0", "loop0", "ecm0"]')
+    assert not [w for w in host_quirks.warnings(parse(rndis_first)) if "RNDIS" in w]
+    path = tmp_path / "t.toml"
+    path.write_text(composite(disk))
+    out = subprocess.run([sys.executable, "-m", "gadgetd", "check", str(path)],
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.count(": warning: ") == len(found), out.stdout
