@@ -210,13 +210,27 @@ SCENARIO_OPTION = click.option(
          "of their own). The verdict is theirs.")
 
 
-@main.command()
+def _shard(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    k, _, n = value.partition("/")
+    if not (k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+        raise click.BadParameter(f"{value!r}: K/N with 1 <= K <= N", param_hint="'--shard'")
+    return int(k), int(n)
+
+
+@main.group(invoke_without_command=True)
 @click.option("--kernels", "specs", help="Comma-separated SPECs (default: bookworm 6.1 ABIs from "
               "6.1.0-50 up, trixie's and sid's newest).")
 @click.option("--quick", is_flag=True, help="bookworm's current kernel, 6.1.0-50 and sid's newest.")
 @click.option("--blocking", is_flag=True, help="Run repro with blocking opens (default O_NDELAY).")
 @click.option("--out", "out_dir", default="out", show_default=True, type=click.Path(file_okay=False),
-              help="Where matrix.json and matrix.png go.")
+              help="Where matrix.json, matrix.png and matrix.xml (JUnit) go.")
+@click.option("--jobs", type=click.IntRange(1, 16), default=1, show_default=True,
+              help="VMs at once (each guest's output then goes to OUT/logs/).")
+@click.option("--shard", callback=lambda c, p, v: _shard(v), metavar="K/N",
+              help="Run slice K of N: the kernels whose index in the sorted list is K-1 mod N "
+                   "('matrix merge' joins the slices' --out directories).")
 @click.option("--check", is_flag=True, help="Fail unless every report is complete, consistent "
               "and conclusive, and gadgetd itself did not fail (what make test asks).")
 @click.option("--expect", type=click.Choice(["present", "absent"]),
@@ -228,10 +242,13 @@ SCENARIO_OPTION = click.option(
 @click.option("--expect-scenario", "expect_scenarios", multiple=True, metavar="NAME=VERDICT",
               callback=lambda c, p, v: _scenario_verdicts(v),
               help="With --check: fail unless scenario NAME's verdict is VERDICT (repeatable).")
-def matrix(specs, quick, blocking, out_dir, check, expect, usb, scenarios, expect_scenarios):
-    """Boot each kernel, run 'gadgetd repro' there, print one table, write JSON and a chart."""
-    from pathlib import Path
-
+@click.pass_context
+def matrix(ctx, specs, quick, blocking, out_dir, jobs, shard, check, expect, usb, scenarios,
+           expect_scenarios):
+    """Boot each kernel, run 'gadgetd repro' there, print one table, write JSON, a chart and
+    JUnit XML (present: failure, inconclusive: error, absent: pass)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from gadgetd.host import matrix as m
     from gadgetd.repro.report import problems
 
@@ -239,26 +256,43 @@ def matrix(specs, quick, blocking, out_dir, check, expect, usb, scenarios, expec
         chosen = specs.split(",") if specs else m.quick_specs() if quick else m.default_specs()
     except GadgetdError as exc:
         _fail(exc)
-    rows, failed = [], []
+    chosen = m.shard(chosen, *shard) if shard else m.ordered(chosen)
     started = time.monotonic()
-    for i, spec in enumerate(chosen, 1):
-        click.echo(f"matrix [{i}/{len(chosen)}] {spec} ...", err=True)
-        row = m.run_one(spec, nonblock=not blocking, usb=usb, scenarios=scenarios or SCENARIOS)
-        rows.append(row)
-        click.echo(f"matrix [{i}/{len(chosen)}] {row.release or spec}: {row.verdict} "
-                   f"({row.seconds:.0f} s){' ' + row.note if row.note else ''}", err=True)
+    rows = m.run_many(chosen, jobs, Path(out_dir) / "logs", nonblock=not blocking, usb=usb,
+                      scenarios=scenarios or SCENARIOS)
+    failed = []
+    for row in rows:
         if row.report is None:
-            failed.append(f"{spec}: no report ({row.note or 'exit ' + str(row.exit_status)})")
+            failed.append(f"{row.spec}: no report ({row.note or 'exit ' + str(row.exit_status)})")
         elif check:
-            failed += [f"{spec}: {p}" for p in problems(row.report, row.exit_status, expect,
-                                                          expect_scenarios)]
+            failed += [f"{row.spec}: {p}" for p in problems(row.report, row.exit_status, expect,
+                                                              expect_scenarios)]
     json_path, png_path = m.save(rows, Path(out_dir))
     click.echo(m.render(rows))
-    click.echo(f"\nwrote {json_path} and {png_path}; {len(rows)} kernels in "
+    click.echo(f"\nwrote {json_path}, {png_path} and matrix.xml; {len(rows)} kernels in "
                f"{time.monotonic() - started:.0f} s")
     for problem in failed:
         click.echo(f"gadgetd-hil matrix: {problem}", err=True)
     sys.exit(1 if failed else 0)
+
+
+@matrix.command("merge")
+@click.argument("dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False,
+                                                                 path_type=Path))
+@click.option("--out", "out_dir", default="out", show_default=True, type=click.Path(file_okay=False),
+              help="Where the joined matrix.json, matrix.png and matrix.xml go.")
+def matrix_merge(dirs, out_dir):
+    """Join the --out directories of 'matrix --shard K/N' runs into one table, JSON, chart and
+    JUnit XML, as one run would have written them."""
+    from gadgetd.host import matrix as m
+
+    try:
+        rows = m.merge(list(dirs))
+    except GadgetdError as exc:
+        _fail(exc)
+    json_path, png_path = m.save(rows, Path(out_dir))
+    click.echo(m.render(rows))
+    click.echo(f"\nwrote {json_path}, {png_path} and matrix.xml; {len(rows)} kernels")
 
 
 @main.command()

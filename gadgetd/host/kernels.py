@@ -12,6 +12,8 @@ DIR/lib/modules/RELEASE as builds do), or a kernel build tree.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import json
 import os
@@ -19,6 +21,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +38,7 @@ SUITES = {
     "sid": ("sid",),
 }
 DEFAULT_SPEC = "debian:bookworm"  # what bookworm's linux-image-amd64 resolves to
+_THREADS = threading.Lock()  # flock() locks per open file: threads of one process need this too
 LIST_MAX_AGE = 6 * 3600  # refresh the private package lists after this many seconds
 # New-layout (7.x) images are metapackages over these parts.
 _PARTS = ("linux-binary-", "linux-modules-", "linux-base-")
@@ -198,7 +202,8 @@ IMAGE_RE = re.compile(r"^linux-image-(\d+\.\d+\.\d+(?:-\d+|\+deb\d+(?:\.\d+)?)-a
 
 def available() -> list[tuple[str, str, str]]:
     """[(suite, release, version)] of every kernel image the private apt state knows, oldest first."""
-    apt().update()
+    with _cache_lock():
+        apt().update()
     names = [n for n in apt()._run("apt-cache", "pkgnames", "linux-image-").split()
              if IMAGE_RE.match(n)]
     rows = []
@@ -233,10 +238,21 @@ def _load(root: Path) -> Kernel | None:
                   packages=[tuple(p) for p in data["packages"]], suite=data["suite"])
 
 
+@contextlib.contextmanager
+def _cache_lock():
+    """One resolver at a time in the cache, across threads and processes (matrix --jobs, shards
+    on one machine): the private apt state and a kernel being unpacked are never shared."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with _THREADS, open(CACHE / ".kernels.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def resolve(spec: str, modules_dir: str | None = None) -> Kernel:
     """Turn SPEC into a bootable kernel on disk, downloading Debian packages into the cache."""
     if spec.startswith("debian:"):
-        return _debian(spec)
+        with _cache_lock():
+            return _debian(spec)
     if spec.startswith("tree:"):
         tree, *patches = spec.removeprefix("tree:").split(":")
         built = build.build(Path(tree), [Path(p) for p in patches], CACHE)

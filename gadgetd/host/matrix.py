@@ -95,9 +95,9 @@ def repro_command(record: Path, nonblock: bool, usb: str,
 
 
 def run_one(spec: str, nonblock: bool = True, log=sys.stderr, usb: str = "dummy",
-            scenarios: list[str] | tuple[str, ...] = rep.SCENARIOS) -> Row:
+            scenarios: list[str] | tuple[str, ...] = rep.SCENARIOS, console=None) -> Row:
     """repro on one kernel, a boot for each group of rep.boots(scenarios); the reports of the
-    boots merged into one (rep.merge)."""
+    boots merged into one (rep.merge). `console`: a binary file for the guests' output."""
     row = Row(spec, usb=usb)
     start = time.monotonic()
     try:
@@ -111,7 +111,8 @@ def run_one(spec: str, nonblock: bool = True, log=sys.stderr, usb: str = "dummy"
         result_dir = vm.new_result_dir()
         record = result_dir / "repro.jsonl"
         result = vm.run(kernel, repro_command(record, nonblock, usb, group),
-                        timeout=REPRO_TIMEOUT, result_dir=result_dir, log=log, usb=usb)
+                        timeout=REPRO_TIMEOUT, result_dir=result_dir, log=log, usb=usb,
+                        console=console)
         report = None
         if record.exists():
             for line in record.read_text().splitlines():
@@ -134,6 +135,85 @@ def run_one(spec: str, nonblock: bool = True, log=sys.stderr, usb: str = "dummy"
         row.exit_status = rep.EXIT_STATUS[row.verdict] if consistent else -1
     row.seconds = round(time.monotonic() - start, 1)
     return row
+
+
+def ordered(specs) -> list[str]:
+    """The order every matrix runs and merges in: numbers compared as numbers (6.1.0-9 before
+    6.1.0-50), so shards of a list and the whole list agree."""
+    def key(spec: str):
+        return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", spec)]
+    return sorted(dict.fromkeys(specs), key=key)
+
+
+def shard(specs, k: int, n: int) -> list[str]:
+    """Slice K of N (1-based): the specs whose index in ordered(specs) is K-1 modulo N."""
+    return [spec for i, spec in enumerate(ordered(specs)) if i % n == k - 1]
+
+
+def run_many(specs: list[str], jobs: int, logs: Path, log=sys.stderr, **options) -> list[Row]:
+    """run_one for each spec, `jobs` VMs at a time; with more than one, each kernel's guest
+    output goes to LOGS/SPEC.log instead of this terminal. Rows in the order of `specs`."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(numbered: tuple[int, str]) -> Row:
+        i, spec = numbered
+        print(f"matrix [{i}/{len(specs)}] {spec} ...", file=log)
+        if jobs == 1:
+            row = run_one(spec, log=log, **options)
+        else:
+            logs.mkdir(parents=True, exist_ok=True)
+            with open(logs / f"{re.sub(r'[^A-Za-z0-9._-]+', '_', spec)}.log", "wb") as console:
+                row = run_one(spec, log=log, console=console, **options)
+        print(f"matrix [{i}/{len(specs)}] {row.release or spec}: {row.verdict} "
+              f"({row.seconds:.0f} s){' ' + row.note if row.note else ''}", file=log)
+        return row
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(one, enumerate(specs, 1)))
+
+
+def load(path: Path) -> list[Row]:
+    return [Row(**row) for row in json.loads(path.read_text())]
+
+
+def merge(dirs: list[Path]) -> list[Row]:
+    """The rows of several runs' matrix.json (shards of one matrix), as one run orders them."""
+    rows: dict[str, Row] = {}
+    for directory in dirs:
+        path = directory / "matrix.json"
+        if not path.exists():
+            raise GadgetdError(f"{directory}: no matrix.json (not a matrix's --out directory)")
+        for row in load(path):
+            if row.spec in rows:
+                raise GadgetdError(f"{row.spec}: in {path} and in an earlier directory")
+            rows[row.spec] = row
+    return [rows[spec] for spec in ordered(rows)]
+
+
+def junit(rows: list[Row], path: Path) -> Path:
+    """JUnit XML: a test case per kernel and scenario run; present is a failure, inconclusive
+    an error, absent a pass; nothing is skipped (scenarios not run are not listed)."""
+    import xml.etree.ElementTree as ET
+
+    suite = ET.Element("testsuite", name="gadgetd-hil matrix")
+    counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    for row in rows:
+        results = row.scenarios or {"repro": {"verdict": row.verdict, "finding": row.note}}
+        for name, result in results.items():
+            case = ET.SubElement(suite, "testcase", classname=row.release or row.spec,
+                                 name=name, time=f"{row.seconds:.1f}")
+            counts["tests"] += 1
+            verdict, finding = result.get("verdict"), result.get("finding") or row.note or ""
+            if verdict == rep.PRESENT:
+                ET.SubElement(case, "failure", message=f"{name} present: {finding}"[:1000])
+                counts["failures"] += 1
+            elif verdict != rep.ABSENT:
+                ET.SubElement(case, "error", message=f"{name} {verdict}: {finding}"[:1000])
+                counts["errors"] += 1
+    for key, value in counts.items():
+        suite.set(key, str(value))
+    ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
+    return path
 
 
 def short_name(scenario: str) -> str:
@@ -198,10 +278,12 @@ def chart(rows: list[Row], path: Path) -> None:
 
 
 def save(rows: list[Row], out_dir: Path, name: str = "matrix") -> tuple[Path, Path]:
+    """NAME.json, NAME.png and NAME.xml (JUnit) in out_dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, png_path = out_dir / f"{name}.json", out_dir / f"{name}.png"
     json_path.write_text(json.dumps([r.__dict__ for r in rows], indent=1))
     chart(rows, png_path)
+    junit(rows, out_dir / f"{name}.xml")
     return json_path, png_path
 
 

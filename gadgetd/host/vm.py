@@ -48,16 +48,14 @@ def _vng() -> str:
     return found
 
 
-def _copy(src, dst) -> None:
-    out = dst.buffer
+def _copy(src, out) -> None:
     for chunk in iter(lambda: src.read1(65536), b""):
         out.write(chunk)
         out.flush()
 
 
-def _follow(path: Path, dst, proc: subprocess.Popen) -> None:
-    """tail -f `path` to `dst` until `proc` has exited and the file has no more."""
-    out = dst.buffer
+def _follow(path: Path, out, proc: subprocess.Popen) -> None:
+    """tail -f `path` to `out` until `proc` has exited and the file has no more."""
     with open(path, "rb") as f:
         while True:
             chunk = f.read(65536)
@@ -122,14 +120,15 @@ def run(kernel: Kernel, command: list[str], speed: str = "high", timeout: float 
         result_dir: Path | None = None, results: Path | None = None,
         systemd: bool = False, usb: str = "dummy", guest_options: tuple[str, ...] = (),
         qemu_options: tuple[str, ...] = (), shared: tuple[Path, ...] = (),
-        stop: threading.Event | None = None) -> VmResult:
+        stop: threading.Event | None = None, console=None) -> VmResult:
     """Boot `kernel`, run `command` as root in the checkout's directory, stream its output.
 
     `results`: a host directory the command may write into (as $GADGETD_RESULTS).
     `systemd`: the machine's systemd runs as init and `command` as a service under it.
     `usb`: the guest's USB stack; `guest_options` more options for it (the lab link's address).
     `shared`: more host directories the guest sees read-write (the lab's).
-    `stop`: once set, the guest is killed (the command's status stays unknown)."""
+    `stop`: once set, the guest is killed (the command's status stays unknown).
+    `console`: a binary file for the guest's output (default: this process's stdout, stderr)."""
     result_dir = result_dir or new_result_dir()
     options = ["--speed", speed, "--usb", usb, *guest_options, "--result", str(result_dir)]
     argv = [_vng(), "--run", str(kernel.image), "--disable-kvm", "--force-9p",
@@ -168,13 +167,15 @@ def run(kernel: Kernel, command: list[str], speed: str = "high", timeout: float 
             proc = subprocess.Popen(argv, start_new_session=True, stdin=subprocess.DEVNULL,
                                     env=env, stdout=console, stderr=subprocess.STDOUT)
         (result_dir / "log").touch()
-        copiers = [threading.Thread(target=_follow, args=(result_dir / "log", sys.stdout, proc),
+        copiers = [threading.Thread(target=_follow, args=(result_dir / "log", console or
+                                                          sys.stdout.buffer, proc),
                                     daemon=True)]
     else:
         proc = subprocess.Popen(argv, start_new_session=True, stdin=subprocess.DEVNULL, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         copiers = [threading.Thread(target=_copy, args=(src, dst), daemon=True)
-                   for src, dst in ((proc.stdout, sys.stdout), (proc.stderr, sys.stderr))]
+                   for src, dst in ((proc.stdout, console or sys.stdout.buffer),
+                                    (proc.stderr, console or sys.stderr.buffer))]
     for t in copiers:
         t.start()
     booted = finished = None
