@@ -12,13 +12,12 @@ import fcntl
 import logging
 import os
 import select
-import signal
 from pathlib import Path
 
 from gadgetd import ffs, worker
 from gadgetd.functions.exec import listen_environment
 from gadgetd.open_policy import Ep0OpenPolicy, RetryStats
-from gadgetd.worker_process import _HANDLED, WorkerProcess
+from gadgetd.worker_process import WorkerProcess
 
 log = logging.getLogger(__name__)
 READY_POLL = 0.05  # seconds between looks for the ep files
@@ -57,6 +56,8 @@ def _hand_over(files: list[tuple[str, int]]) -> None:
 
 
 class ExecProcess(WorkerProcess):
+    _kill = staticmethod(os.killpg)  # the program's session: helpers it forked go with it
+
     def __init__(self, fn, loop, on_ready, on_gone):
         super().__init__(fn, loop, on_ready, on_gone)
         self._output: int | None = None
@@ -70,36 +71,23 @@ class ExecProcess(WorkerProcess):
         timeout = self.fn.options.get("ready_timeout", ready_timeout)
         reader, writer = os.pipe()
         parent = os.getpid()
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
         try:
-            pid = os.fork()
+            pid = self._fork(lambda: self._child(writer, parent))
         except BaseException:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             os.close(reader)
-            os.close(writer)
             raise
-        if pid == 0:
-            self._child(writer, parent, blocked)  # never returns
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-        os.close(writer)
-        self.pid, self._output = pid, reader
-        self._pidfd = os.pidfd_open(pid)
-        self.last_heard = self.loop.clock()
+        finally:
+            os.close(writer)
+        self._output = reader
         os.set_blocking(reader, False)
         self.loop.add_reader(reader, self._on_output)
-        self.loop.add_reader(self._pidfd, self._on_exit)
-        self._deadline = self.loop.call_later(timeout, lambda: self.fail(
-            f"its ep files did not appear within {timeout:g} s"))
+        self._watch(pid, timeout, "its ep files did not appear")
         self._poll = self.loop.call_later(READY_POLL, self._check_ready)
         return self
 
-    def _child(self, writer: int, parent: int, blocked) -> None:
+    def _child(self, writer: int, parent: int) -> None:
         fn, command = self.fn, self.fn.options["command"]
         try:
-            for sig in _HANDLED:
-                signal.signal(sig, signal.SIG_DFL)
-            self.loop.close_in_child()
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             os.setsid()
             null = os.open(os.devnull, os.O_RDONLY)
             os.dup2(null, 0)
@@ -157,13 +145,6 @@ class ExecProcess(WorkerProcess):
     def _log(self, line: bytes) -> None:
         for start in range(0, max(len(line), 1), MAX_LINE):
             log.info("%s: %s", self.fn.name, line[start:start + MAX_LINE].decode(errors="replace"))
-
-    def signal(self, sig: int) -> None:
-        if self.alive:
-            try:
-                os.killpg(self.pid, sig)
-            except ProcessLookupError:
-                pass
 
     def _close(self) -> None:
         """After the exit: what the program wrote before it, then the pipe closed (a helper

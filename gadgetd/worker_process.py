@@ -39,9 +39,10 @@ class WorkerProcess:
         self._pidfd: int | None = None
         self._deadline = None
 
-    def start(self, ready_timeout: float) -> WorkerProcess:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        parent = os.getpid()
+    _kill = staticmethod(os.kill)  # how signal() reaches it
+
+    def _fork(self, child: Callable[[], None]) -> int:
+        """fork(); the child runs `child` and never returns into the supervisor's code."""
         # Signals stay blocked across fork until the child has dropped the supervisor's
         # handlers and wake-up fd: one arriving in between would run the supervisor's handler
         # in the child, or write a byte into whatever file reuses the wake-up fd's number.
@@ -51,26 +52,41 @@ class WorkerProcess:
         except BaseException:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             raise
-        if pid == 0:  # the child never returns into the supervisor's code, whatever happens
+        if pid == 0:
             try:
                 for sig in _HANDLED:
                     signal.signal(sig, signal.SIG_DFL)
                 self.loop.close_in_child()
                 signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-                fd = os.dup2(theirs.fileno(), 3, inheritable=False)
-                os.closerange(4, os.sysconf("SC_OPEN_MAX"))
-                worker.run(self.fn, socket.socket(fileno=fd), parent)
+                child()
             finally:
                 os._exit(1)
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-        theirs.close()
-        self.pid, self._channel = pid, ours
+        return pid
+
+    def _watch(self, pid: int, ready_timeout: float, why: str) -> None:
+        """The child's exit through a pidfd, and its ready deadline."""
+        self.pid = pid
         self._pidfd = os.pidfd_open(pid)
         self.last_heard = self.loop.clock()
-        self.loop.add_reader(ours.fileno(), self._on_channel)
         self.loop.add_reader(self._pidfd, self._on_exit)
         self._deadline = self.loop.call_later(ready_timeout, lambda: self.fail(
-            f"did not get ready within {ready_timeout:g} s"))
+            f"{why} within {ready_timeout:g} s"))
+
+    def start(self, ready_timeout: float) -> WorkerProcess:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        parent = os.getpid()
+
+        def child():
+            fd = os.dup2(theirs.fileno(), 3, inheritable=False)
+            os.closerange(4, os.sysconf("SC_OPEN_MAX"))
+            worker.run(self.fn, socket.socket(fileno=fd), parent)
+
+        pid = self._fork(child)
+        theirs.close()
+        self._channel = ours
+        self.loop.add_reader(ours.fileno(), self._on_channel)
+        self._watch(pid, ready_timeout, "did not get ready")
         return self
 
     @property
@@ -118,7 +134,7 @@ class WorkerProcess:
     def signal(self, sig: int) -> None:
         if self.alive:
             try:
-                os.kill(self.pid, sig)
+                self._kill(self.pid, sig)
             except ProcessLookupError:
                 pass
 
