@@ -74,10 +74,10 @@ $(BUILD)/testusb: bench/build.sh bench/host_bulk.c bench/aio_multibuff-reap.patc
 	sh bench/build.sh $(BUILD)
 
 bench: setup ## Throughput, control latency, bring-up, ep0 open cost, RSS vs in-kernel and C
-	$(PY) bench/run.py
+	$(PY) bench/run.py --kernel $(KERNEL)
 
 bench-usbip: setup ## The same bench over USB/IP in one kernel (usbip-vudc to vhci-hcd, loopback TCP)
-	$(PY) bench/run.py --usb usbip-loopback --runs 3 --out out/bench-usbip
+	$(PY) bench/run.py --kernel $(KERNEL) --usb usbip-loopback --runs 3 --out out/bench-usbip
 
 out/example-wheels/.built: $(wildcard examples/gadgetd-greeting/*.toml examples/gadgetd-greeting/*/*.py)
 	rm -rf out/example-wheels
