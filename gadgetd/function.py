@@ -14,7 +14,7 @@ from collections import Counter
 
 from functionfs import ch9
 
-from gadgetd import wire
+from gadgetd import dmabuf, wire
 from gadgetd.aio import AioQueue
 from gadgetd.ffs import DATA_STAGE_TIMEOUT, DataStageTimeout, Ep0, SetupCancelled
 from gadgetd.model import FunctionSpec
@@ -178,12 +178,27 @@ class AioFunction(FunctionServer):
         super().__init__(spec, ep0, endpoints)
         self.queue = AioQueue(depth)
         self.running = False
+        self.dmabuf: str | None = None  # what the kernel said (gadgetd.dmabuf.probe)
         directions = [e.is_in for e in spec.endpoints]  # endpoint files follow descriptor order
         self.ep_in = endpoints[directions.index(True)] if True in directions else None
         self.ep_out = endpoints[directions.index(False)] if False in directions else None
 
     def handlers(self) -> dict[int, object]:
         return {**super().handlers(), self.queue.fileno(): self.queue.process}
+
+    def on_enable(self):
+        """Once an endpoint is enabled, ask the kernel whether DMABUF could carry the data
+        (gadgetd.dmabuf); the answer is logged and kept in the status. AIO carries it."""
+        super().on_enable()
+        ep = self.ep_in or self.ep_out
+        if ep is not None and (self.dmabuf is None or self.dmabuf.startswith("unknown")):
+            answer = dmabuf.probe(ep.fileno())
+            if answer != self.dmabuf:
+                log.info("%s: DMABUF %s; data path: AIO", self.spec.name, answer)
+            self.dmabuf = answer
+
+    def status(self) -> dict:
+        return {**super().status(), "dmabuf": self.dmabuf}
 
     def on_disable(self):
         super().on_disable()
