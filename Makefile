@@ -101,9 +101,13 @@ test-faults: setup ## Fault suites at full counts on the default and sid kernels
 test-armel: setup ## Unit tests on 32-bit ARM (Pi Zero's armel) under qemu-user; root cached
 	# test_fork_signals is about the kernel's signal delivery across fork; qemu-user emulates
 	# signals (a 150-fork storm takes minutes there and proves nothing about the board).
-	# The matrix chart is the host kit's (matplotlib), not the board's.
+	# The matrix chart is the host kit's (matplotlib), not the board's; so are kernel builds and
+	# git bisects (patch, git and virtme-ng are not in the board's root).
 	scripts/armel-tests.sh "" -q --deselect tests/test_fork_signals.py \
-	  --deselect tests/test_matrix.py::test_the_chart_is_written_with_every_scenario
+	  --deselect tests/test_matrix.py::test_the_chart_is_written_with_every_scenario \
+	  --ignore tests/test_build.py --ignore tests/test_treebisect.py \
+	  --deselect tests/test_matrix_shards.py::test_merged_shards_equal_one_run_timings_aside \
+	  --deselect tests/test_matrix_shards.py::test_a_kernel_in_two_shards_is_refused
 
 repro-test: setup ## On the pinned regression kernel: gadgetd trace's tests, then repro, each scenario's verdict pinned
 	$(HIL) vm --kernel $(REPRO_KERNEL) --results out/repro-test -- $(PY) -m pytest -q -m regression tests/vm

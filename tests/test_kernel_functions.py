@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from gadgetd import template, templates
-from gadgetd.errors import TemplateError
 from gadgetd.model import FunctionSpec, KernelFunctionSpec
+from tests.test_template import parse, refused
 
 HEAD = """
 [gadget]
@@ -78,18 +78,6 @@ def disk(tmp_path):
     path = tmp_path / "disk.img"
     path.write_bytes(b"\0" * 65536)
     return str(path)
-
-
-def parse(text):
-    return template.parse(text, "t.toml")
-
-
-def refused(text) -> str:
-    with pytest.raises(TemplateError) as exc:
-        parse(text)
-    message = str(exc.value)
-    assert "\n" not in message and message.startswith("t.toml: ")
-    return message
 
 
 def test_a_composite_becomes_configfs_functions_in_order(disk):
