@@ -7,7 +7,7 @@ req->buf, which a DMABUF request has none of. So gadgetd only asks the kernel, o
 is enabled, and keeps to AIO; the answer is in the log and the status file.
 
 Asking: ATTACH with fd -1. EPERM: no scatter-gather here; EBADF: the UDC could carry it (the
-fd was looked at); ENOTTY: a kernel before 6.9 (or EINVAL from some); ENODEV: the function is
+fd was looked at); ENOTTY: a kernel before 6.9 (EINVAL from some, ENOSYS from qemu-user); ENODEV: the function is
 not active; EAGAIN: the endpoint is not enabled (the ep file is non-blocking). DETACH is never
 used to ask: 6.9+ dereferences the gadget before any check.
 """
@@ -41,6 +41,8 @@ ANSWERS = {
     errno.EBADF: "possible (the UDC has scatter-gather)",
     errno.ENOTTY: "not in this kernel (FunctionFS DMABUF came in 6.9)",
     errno.EINVAL: "not in this kernel (FunctionFS DMABUF came in 6.9)",
+    # qemu-user (the armel tests) answers ioctls it does not know itself, with ENOSYS
+    errno.ENOSYS: "not in this kernel (FunctionFS DMABUF came in 6.9)",
     errno.ENODEV: "unknown: the function is not active",
     errno.EAGAIN: "unknown: the endpoint is not enabled",
 }
