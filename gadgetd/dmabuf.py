@@ -7,9 +7,9 @@ req->buf, which a DMABUF request has none of. So gadgetd only asks the kernel, o
 is enabled, and keeps to AIO; the answer is in the log and the status file.
 
 Asking: ATTACH with fd -1. EPERM: no scatter-gather here; EBADF: the UDC could carry it (the
-fd was looked at); ENOTTY: a kernel before 6.9 (EINVAL from some, ENOSYS from qemu-user); ENODEV: the function is
-not active; EAGAIN: the endpoint is not enabled (the ep file is non-blocking). DETACH is never
-used to ask: 6.9+ dereferences the gadget before any check.
+fd was looked at); ENOTTY: a kernel before 6.9 (EINVAL from some, ENOSYS from qemu-user);
+ENODEV: the function is not active; EAGAIN: the endpoint is not enabled (the ep file is
+non-blocking). DETACH is never used to ask: 6.9+ dereferences the gadget before any check.
 """
 
 from __future__ import annotations
