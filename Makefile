@@ -25,7 +25,7 @@ BUILD := out/bench-build
 SYSUSERS := gadgetd/systemd/gadgetd.sysusers
 
 .PHONY: help setup system-packages system-user demo repro repro-full bench bench-detection test unit-test vm-test \
-	repro-test test-faults test-armel usbip-test test-two-machines test-kernel-tree bench-usbip lint
+	repro-test test-faults test-armel usbip-test test-two-machines test-kernel-tree test-composite bench-usbip lint
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -122,6 +122,9 @@ usbip-test: setup ## USB/IP in one kernel (usbip-vudc to vhci-hcd, no dummy_hcd)
 
 test-two-machines: setup ## Board VM + host VM over USB/IP: HIL suite, reconnects, repro on 4 kernel pairs
 	$(PY) -m pytest -q -m lab tests/lab/test_two_machines.py
+
+test-composite: setup ## VM: acm, ncm, ecm, rndis, mass_storage, hid and loopback in one gadget, through the host drivers
+	$(HIL) vm --kernel $(KERNEL) --speed high --results out/composite -- $(PY) -m pytest -q -m composite tests/vm
 
 test-kernel-tree: setup ## linux-source-6.1 built with each kernel-patches/ experiment, its verdicts, a git bisect (heavy)
 	$(PY) -m pytest -q -m kernel_tree tests/kernel_tree

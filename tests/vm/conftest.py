@@ -23,7 +23,8 @@ REPO = Path(__file__).resolve().parents[2]
 def pytest_collection_modifyitems(items):
     for item in items:
         if "tests/vm/" in str(item.fspath) and not any(
-                item.get_closest_marker(m) for m in ("systemd", "usbip", "regression")):
+                item.get_closest_marker(m) for m in ("systemd", "usbip", "regression",
+                                                     "composite")):
             item.add_marker(pytest.mark.vm)
 
 

@@ -26,7 +26,7 @@ import pytest
 from gadgetd import configfs, templates
 from tests.vm.conftest import RunningDaemon
 
-pytestmark = pytest.mark.vm
+pytestmark = pytest.mark.composite
 HOST_DRIVERS = ("cdc-acm", "cdc_ether", "cdc_ncm", "rndis_host", "usb-storage", "sr_mod",
                 "usbhid")
 # vendor-defined: 8-byte input and output reports (no keyboard typing into the VM)
