@@ -90,7 +90,8 @@ def daemon(loopback_template):
 def clean_configfs(request):
     """Every VM test starts and must end with no gadget in configfs (tests that share one gadget
     across a module check its teardown themselves)."""
-    if request.node.get_closest_marker("systemd") or "usbtest_on_gadgetd" in request.fixturenames:
+    if request.node.get_closest_marker("systemd") or {"usbtest_on_gadgetd", "composite"} & set(
+            request.fixturenames):
         yield
         return
     assert not list(configfs.GADGETS.iterdir()), "a gadget was left by an earlier test"
