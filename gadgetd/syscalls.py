@@ -32,8 +32,9 @@ def write_attr(path: Path, value: str | int | bytes) -> None:
 
 
 def read_attr(path: Path) -> str:
+    """An attribute's text without the newline (and the NUL u_ether's MAC addresses end in)."""
     with open(path, "rb") as f:
-        return f.read().decode(errors="replace").strip()
+        return f.read().decode(errors="replace").strip("\0 \t\n")
 
 
 def openat2(dir_fd: int, path: str, flags: int, resolve: int) -> int:
