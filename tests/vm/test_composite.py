@@ -27,7 +27,7 @@ from gadgetd import configfs, templates
 from tests.vm.conftest import RunningDaemon
 
 pytestmark = pytest.mark.composite
-HOST_DRIVERS = ("cdc-acm", "cdc_ether", "cdc_ncm", "rndis_host", "usb-storage", "sr_mod",
+HOST_DRIVERS = ("cdc-acm", "cdc_ether", "cdc_ncm", "rndis_host", "usb-storage", "sd_mod", "sr_mod",
                 "usbhid")
 # vendor-defined: 8-byte input and output reports (no keyboard typing into the VM)
 REPORT_DESC = "06 00 ff 09 01 a1 01 15 00 26 ff 00 75 08 95 08 81 02 95 08 91 02 c0"
