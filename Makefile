@@ -20,7 +20,7 @@ KERNEL_TAG = $(subst debian:,,$(KERNEL))
 APT_PACKAGES := qemu-system-x86 busybox-static udev systemd libaio1 libusb-1.0-0 kmod file \
 	python3-venv gcc libc6-dev linux-libc-dev pkg-config libusb-1.0-0-dev libaio-dev \
 	linux-source-6.1 xz-utils patch openssh-server openssh-client strace usbip iproute2 \
-	make bc bison flex libelf-dev libssl-dev ccache git iputils-ping
+	make bc bison flex libelf-dev libssl-dev ccache git iputils-ping umtp-responder mtp-tools
 BUILD := out/bench-build
 SYSUSERS := gadgetd/systemd/gadgetd.sysusers
 

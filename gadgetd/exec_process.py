@@ -12,6 +12,7 @@ import fcntl
 import logging
 import os
 import select
+import time
 from pathlib import Path
 
 from gadgetd import ffs, worker
@@ -26,6 +27,26 @@ MAX_LINE = 4096  # a longer output line is logged in pieces
 
 def _ep_number(path: Path) -> int:
     return int(path.name[2:])
+
+
+def _instance(mountpoint: Path) -> int | None:
+    """Which instance's ep files are there: the first one's inode number (FunctionFS makes
+    them anew, with new inode numbers, each time descriptors and strings are written), None
+    when there are none."""
+    for path in sorted(mountpoint.glob("ep[1-9]*"), key=_ep_number):
+        try:
+            return path.stat().st_ino
+        except FileNotFoundError:
+            continue
+    return None
+
+
+def _wait_gone(mountpoint: Path, stale: int, timeout: float) -> None:
+    """Until the previous instance's ep files are gone: its ep0 is still open somewhere else,
+    and writing descriptors to it now would fail (ESRCH)."""
+    deadline = time.monotonic() + timeout
+    while _instance(mountpoint) == stale and time.monotonic() < deadline:
+        time.sleep(READY_POLL / 5)
 
 
 def _open_for_program(fn) -> list[tuple[str, int]]:
@@ -63,16 +84,21 @@ class ExecProcess(WorkerProcess):
         self._output: int | None = None
         self._pending = b""
         self._poll = None
+        self._stale: int | None = None  # the previous instance's, while its ep files remain
         self.status = {"type": fn.type, "command": list(fn.options["command"]),
                        "open": fn.options["open"]}
 
     def start(self, ready_timeout: float) -> ExecProcess:
         """`ready_timeout` is the supervisor's; the template's ready_timeout wins."""
         timeout = self.fn.options.get("ready_timeout", ready_timeout)
+        self._stale = _instance(self.fn.mountpoint)
+        if self._stale is not None:
+            log.info("%s: the previous instance's ep files are still there (its ep0 is open "
+                     "elsewhere): the program starts once they are gone", self.fn.name)
         reader, writer = os.pipe()
         parent = os.getpid()
         try:
-            pid = self._fork(lambda: self._child(writer, parent))
+            pid = self._fork(lambda: self._child(writer, parent, timeout))
         except BaseException:
             os.close(reader)
             raise
@@ -85,9 +111,11 @@ class ExecProcess(WorkerProcess):
         self._poll = self.loop.call_later(READY_POLL, self._check_ready)
         return self
 
-    def _child(self, writer: int, parent: int) -> None:
+    def _child(self, writer: int, parent: int, timeout: float) -> None:
         fn, command = self.fn, self.fn.options["command"]
         try:
+            if self._stale is not None:
+                _wait_gone(fn.mountpoint, self._stale, timeout)
             os.setsid()
             null = os.open(os.devnull, os.O_RDONLY)
             os.dup2(null, 0)
@@ -115,7 +143,7 @@ class ExecProcess(WorkerProcess):
         self._poll = None
         if not self.alive or self.ready:
             return
-        if any(self.fn.mountpoint.glob("ep[1-9]*")):
+        if _instance(self.fn.mountpoint) not in (None, self._stale):
             self.ready = True
             self._deadline.cancel()
             self.on_ready(self)

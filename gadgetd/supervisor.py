@@ -196,7 +196,8 @@ class Supervisor:
 
     def _unbind(self) -> None:
         try:
-            udc.unbind(self.gadget_dir)
+            if name := udc.unbind(self.gadget_dir):
+                log.info("unbound from %s", name)
         except OSError as exc:
             log.warning("unbind failed: %s", exc)
 

@@ -54,9 +54,12 @@ def bind(gadget_dir: Path, udc: str) -> None:
     syscalls.write_attr(gadget_dir / "UDC", udc)
 
 
-def unbind(gadget_dir: Path) -> None:
-    if bound(gadget_dir):
+def unbind(gadget_dir: Path) -> str:
+    """Unbind the gadget; the UDC it was bound to ("" when it was not)."""
+    name = bound(gadget_dir)
+    if name:
         syscalls.write_attr(gadget_dir / "UDC", "")
+    return name
 
 
 class UdcWatch:

@@ -174,3 +174,26 @@ def test_a_program_without_ep_files_misses_its_deadline(program):
     _run(loop, lambda: events)
     assert events == [("its ep files did not appear within 1 s", -9)]
     loop.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="drops to the function's user: needs root")
+def test_the_previous_instances_ep_files_are_waited_out(program, caplog):
+    """ep files still there at start (the last program's ep0 open elsewhere): the program starts
+    once they are gone, and is ready on its own files, not on those."""
+    stale = program.mountpoint / "ep1"
+    stale.touch()
+    os.link(stale, program.mountpoint / "keep")  # its inode number stays taken
+    removed = []
+    loop = EventLoop(max_wait=0.1)
+    events = []
+    proc = ExecProcess(program, loop, lambda w: events.append(time.monotonic()),
+                       lambda w, reason, status: events.append((reason, status)))
+    loop.call_later(1.0, lambda: (stale.unlink(), removed.append(time.monotonic())))
+    with caplog.at_level(logging.INFO, logger="gadgetd.exec_process"):
+        proc.start(30)
+        _run(loop, lambda: events)
+        proc.fail("stopped by the test")
+        _run(loop, lambda: len(events) == 2)
+    assert removed and isinstance(events[0], float) and events[0] > removed[0]
+    assert any("previous instance's ep files are still there" in m for m in caplog.messages)
+    loop.close()
