@@ -18,7 +18,8 @@ SUITE=bookworm
 # Debian packages in the armel root. systemd and procps: test_service runs systemd-analyze verify,
 # which wants ExecReload's /bin/kill. hypothesis and tomli-w are imported when pytest collects
 # tests/vm (deselected); PyPI's newest hypothesis has no armel wheel and builds with Rust.
-ROOT_PACKAGES=python3,python3-venv,python3-hypothesis,python3-tomli-w,libaio1,libusb-1.0-0,systemd,procps,ca-certificates
+# umtp-responder: the shipped mtp.toml names its umtprd (test_shipped_templates_are_valid).
+ROOT_PACKAGES=python3,python3-venv,python3-hypothesis,python3-tomli-w,libaio1,libusb-1.0-0,systemd,procps,ca-certificates,umtp-responder
 PIP_EXTRA=("pytest>=8" "python-debian>=0.1.49" "packaging>=23")  # for tests: pytest, test_kernels (host side), test_dependencies
 RECIPE="1 $SUITE armel minbase $ROOT_PACKAGES"  # bump the leading number to force a rebuild
 
