@@ -111,7 +111,7 @@ def _git(repo: Path, *args: str) -> str:
 
 
 def _commit(repo: Path, message: str) -> str:
-    _git(repo, "add", "-A")
+    _git(repo, "add", "-A", "--force")  # Debian's top-level .gitignore ignores everything (/*)
     _git(repo, "commit", "-q", "-m", message)
     return _git(repo, "rev-parse", "HEAD")
 
