@@ -25,8 +25,58 @@ def test_dwc2_takes_seven_in_endpoints(loopback_text):
     crowded = with_in_endpoints(spec, 8)
     assert controllers.check(crowded, "dwc2") == [
         "configuration c.1 needs 8 IN endpoints; dwc2 has 7"]
-    assert controllers.check(crowded, "dummy_udc") == []
     assert controllers.check(crowded, None) == []
+
+
+def test_dummy_udc_has_seven_in_endpoints_with_addresses_of_their_own(loopback_text):
+    """dummy_hcd's fixed IN endpoints are ep1/6/11/2 (bulk) and ep5/10/15 (interrupt, which
+    bulk endpoints also serve); the generic ep-bin, ep-ein... come next, numbered 1, 2, ..."""
+    spec = template.parse(loopback_text, "t.toml")
+    assert controllers.check(with_in_endpoints(spec, 4), "dummy_udc") == []
+    assert controllers.check(with_in_endpoints(spec, 5), "dummy_udc") == [
+        "configuration c.1: on dummy_udc, loop0's bulk IN endpoint would get address 0x81, as "
+        "loop0's bulk IN endpoint has (epautoconf numbers dummy_udc's generic endpoints from 1); "
+        "the host would drop it"]
+    assert controllers.check(with_in_endpoints(spec, 12), "dummy_udc") == [
+        "configuration c.1 needs 12 IN endpoints; dummy_udc has 11"]
+
+
+COMPOSITE = """
+[gadget]
+name = "c"
+idVendor = 0x1d6b
+idProduct = 0x0104
+controller = "dummy_udc"
+[[config]]
+functions = {functions}
+[function.ser0]
+type = "acm"
+[function.usb0]
+type = "ncm"
+[function.ecm0]
+type = "ecm"
+[function.rndis0]
+type = "rndis"
+[function.hid0]
+type = "hid"
+report_length = 8
+report_desc = "06 00 ff 09 01 a1 01 c0"
+"""
+
+
+def test_dummy_udc_composites_are_replayed_in_link_order():
+    """Each kernel function claims data IN, data OUT, then its interrupt IN (usb_ep_autoconfig
+    in its bind): acm + ncm + ecm take all seven fixed IN endpoints; rndis's notification
+    endpoint would then be the generic ep-bin, numbered 0x81 like acm's data IN."""
+    ok = COMPOSITE.format(functions='["ser0", "usb0", "ecm0"]').replace("[function.rndis0]\n"
+                                                                       'type = "rndis"\n', "")
+    ok = ok[:ok.index("[function.hid0]")]
+    template.parse(ok, "t.toml")
+    with pytest.raises(TemplateError) as exc:
+        template.parse(COMPOSITE.format(functions='["ser0", "usb0", "ecm0", "rndis0", "hid0"]'),
+                       "t.toml")
+    assert "rndis0's interrupt IN endpoint would get address 0x81, as ser0's bulk IN" in str(
+        exc.value)
 
 
 def test_usbip_vudc_takes_fifteen_in_endpoints(loopback_text):

@@ -21,6 +21,8 @@ _IFNAME = re.compile(r"^[A-Za-z0-9_.-]*(%d)?[A-Za-z0-9_.-]*$")
 FSG_MAX_LUNS = 16  # f_mass_storage.c
 INQUIRY_STRING_LEN = 28  # storage_common.h: vendor (8) + product (16) + revision (4)
 REPORT_DESC_MAX = 4096  # what one configfs attribute write takes
+# Endpoints in the order each function's bind claims them (usb_ep_autoconfig: data IN, data
+# OUT, then the notification endpoint), which decides the addresses some UDCs give.
 BULK_PAIR = (Endpoint("in", "bulk"), Endpoint("out", "bulk"))
 
 
@@ -72,13 +74,13 @@ def _ether(table: Table, name: str, ftype: FunctionType, interrupt_packet: int,
         attributes.append(("ifname", ifname))
     return KernelFunctionSpec(
         name=name, type=ftype.name, driver=ftype.name, attributes=(*attributes, *extra),
-        endpoints=(Endpoint("in", "interrupt", max_packet=interrupt_packet), *BULK_PAIR),
+        endpoints=(*BULK_PAIR, Endpoint("in", "interrupt", max_packet=interrupt_packet)),
         interfaces=2)
 
 
 def _parse_acm(table: Table, name: str) -> KernelFunctionSpec:
     return KernelFunctionSpec(name=name, type="acm", driver="acm", interfaces=2,
-                              endpoints=(Endpoint("in", "interrupt", max_packet=10), *BULK_PAIR))
+                              endpoints=(*BULK_PAIR, Endpoint("in", "interrupt", max_packet=10)))
 
 
 def _parse_ecm(table: Table, name: str) -> KernelFunctionSpec:

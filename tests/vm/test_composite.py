@@ -1,8 +1,11 @@
-"""A composite gadget served by gadgetd: acm + ncm + ecm + rndis + mass_storage + hid beside
-gadgetd's loopback, driven through the host drivers of the same kernel (dummy_hcd connects
-both ends): serial bytes both ways, each ethernet link pinged and loaded with 64 MiB of TCP in a
-network namespace of its own (else the kernel would route the traffic locally, never over USB),
-a disk written by the host and checked in the backing file, HID reports both ways."""
+"""Composite gadgets served by gadgetd, driven through the host drivers of the same kernel
+(dummy_hcd connects both ends): acm + ncm + ecm + gadgetd's loopback in one gadget, rndis +
+mass_storage + hid in another (dummy_udc has 7 IN endpoints with addresses of their own; past
+them epautoconf gives its generic endpoints addresses already taken, which `gadgetd check`
+refuses). Serial bytes both ways; each ethernet link pinged and loaded with 64 MiB of TCP in a
+network namespace of its own (else the kernel would route the traffic locally, never over USB);
+a disk written by the host and checked in the backing file; HID reports both ways; the HIL
+suite, unchanged, against the first composite's loopback."""
 
 from __future__ import annotations
 
@@ -27,79 +30,79 @@ from gadgetd import configfs, templates
 from tests.vm.conftest import RunningDaemon
 
 pytestmark = pytest.mark.composite
+HIL = Path(sys.executable).parent / "gadgetd-hil"
 HOST_DRIVERS = ("cdc-acm", "cdc_ether", "cdc_ncm", "rndis_host", "usb-storage", "sd_mod", "sr_mod",
                 "usbhid")
 # vendor-defined: 8-byte input and output reports (no keyboard typing into the VM)
 REPORT_DESC = "06 00 ff 09 01 a1 01 15 00 26 ff 00 75 08 95 08 81 02 95 08 91 02 c0"
 DISK_BYTES = 8 << 20
 TCP_BYTES = 64 << 20
-ETHERS = ("usb0", "ecm0", "rndis0")
+ETHERNET = {"usb0": 0, "ecm0": 1, "rndis0": 2}  # function -> subnet 10.77.N.0/24
+FUNCTIONS = {
+    "ser0": 'type = "acm"\n',
+    "usb0": 'type = "ncm"\ndev_addr = "02:00:00:00:01:01"\nhost_addr = "02:00:00:00:01:02"\n',
+    "ecm0": 'type = "ecm"\n',
+    "rndis0": 'type = "rndis"\n',
+    "disk0": 'type = "mass_storage"\n[[function.disk0.lun]]\nfile = "{disk}"\n'
+             '[[function.disk0.lun]]\nremovable = true\ncdrom = true\n',
+    "hid0": f'type = "hid"\nreport_length = 8\nreport_desc = "{REPORT_DESC}"\n',
+}
 
 
-def composite_template(directory: Path, disk: Path) -> Path:
+def composite_template(directory: Path, disk: Path, name: str, product: int,
+                       functions: tuple[str, ...]) -> Path:
+    """The loopback template's gadget with `functions` (loop0 among them or not) linked."""
     text = templates.path("loopback").read_text()
-    text = text.replace('name = "gadgetd-loopback"', 'name = "gadgetd-composite"')
-    text = text.replace('idProduct = 0x0104', 'idProduct = 0x0105')
-    text = text.replace('functions = ["loop0"]', 'functions = ["ser0", "usb0", "ecm0", '
-                        '"rndis0", "disk0", "hid0", "loop0"]')
-    text += f"""
-[function.ser0]
-type = "acm"
-
-[function.usb0]
-type = "ncm"
-dev_addr = "02:00:00:00:01:01"
-host_addr = "02:00:00:00:01:02"
-
-[function.ecm0]
-type = "ecm"
-
-[function.rndis0]
-type = "rndis"
-
-[function.disk0]
-type = "mass_storage"
-[[function.disk0.lun]]
-file = "{disk}"
-[[function.disk0.lun]]
-removable = true
-cdrom = true
-
-[function.hid0]
-type = "hid"
-report_length = 8
-report_desc = "{REPORT_DESC}"
-"""
-    path = directory / "composite.toml"
+    if "loop0" not in functions:  # its tables and the os_desc they need go
+        text = text[:text.index("[function.loop0]")]
+        text = re.sub(r"\[gadget\.os_desc\][^\[]*", "", text)
+    text = text.replace('name = "gadgetd-loopback"', f'name = "{name}"')
+    text = text.replace('idProduct = 0x0104', f'idProduct = {product:#06x}')
+    text = text.replace('functions = ["loop0"]', f'functions = {json.dumps(list(functions))}')
+    for fn in functions:
+        if fn != "loop0":
+            text += f"\n[function.{fn}]\n" + FUNCTIONS[fn].replace("{disk}", str(disk))
+    path = directory / f"{name}.toml"
     path.write_text(text)
     return path
 
 
 def _kernel_warnings() -> list[str]:
     out = subprocess.run(["dmesg"], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if re.search(r"WARNING:|BUG:|Oops", line)]
+    return [line for line in out.splitlines()
+            if re.search(r"WARNING:|BUG:|Oops|duplicate endpoint", line)]
 
 
-@pytest.fixture(scope="module")
-def composite(tmp_path_factory):
+class Composite:
+    NAME, PRODUCT, FUNCTIONS = "", 0, ()
+
+
+@pytest.fixture(scope="class")
+def composite(request, tmp_path_factory):
+    """The class's gadget, served for its tests; torn down clean (no configfs residue, no
+    FunctionFS mount, no new kernel complaint)."""
+    cls = request.cls
     directory = tmp_path_factory.mktemp("composite")
     disk = directory / "disk.img"
     disk.write_bytes(b"\0" * DISK_BYTES)
     warnings = _kernel_warnings()
     subprocess.run(["modprobe", "-a", *HOST_DRIVERS], check=True)
-    d = RunningDaemon(composite_template(directory, disk))
+    path = composite_template(directory, disk, cls.NAME, cls.PRODUCT, cls.FUNCTIONS)
+    check = subprocess.run([sys.executable, "-m", "gadgetd", "check", str(path)],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    d = RunningDaemon(path)
     device = d.wait_bound()
-    figures = {}
+    figures: dict = {}
     yield d, device, disk, figures
     status = d.stop()
-    name = d.spec.name
     assert status == 0, d.stderr
-    assert not configfs.gadget_dir(name).exists()
+    assert not configfs.gadget_dir(d.spec.name).exists()
     assert not [line for line in Path("/proc/mounts").read_text().splitlines()
                 if "functionfs" in line]
     assert _kernel_warnings() == warnings
     if os.environ.get("GADGETD_RESULTS"):
-        Path(os.environ["GADGETD_RESULTS"], "composite.json").write_text(
+        Path(os.environ["GADGETD_RESULTS"], f"{cls.NAME}.json").write_text(
             json.dumps(figures, indent=1))
 
 
@@ -138,20 +141,7 @@ def _read_exactly(fd: int, size: int, timeout: float = 10) -> bytes:
     return data
 
 
-def test_status_shows_what_the_kernel_made(composite):
-    d, _, disk, _ = composite
-    made = configfs.kernel_functions(d.spec.name)
-    assert made["ser0"]["tty"].startswith("/dev/ttyGS")
-    assert made["usb0"]["dev_addr"] == "02:00:00:00:01:01"
-    assert re.fullmatch(r"usb\d+", made["ecm0"]["ifname"])
-    assert made["disk0"]["lun.0"] == str(disk) and made["disk0"]["lun.1"] == "(no medium)"
-    assert made["hid0"]["device"].startswith("/dev/hidg")
-    out = subprocess.run([sys.executable, "-m", "gadgetd", "status"], capture_output=True,
-                         text=True, check=True).stdout
-    assert f"ser0: acm (kernel) tty {made['ser0']['tty']}" in out, out
-
-
-def test_acm_bytes_both_ways(composite):
+def _acm_bytes_both_ways(composite):
     d, device, _, _ = composite
     gadget_tty = configfs.kernel_functions(d.spec.name)["ser0"]["tty"]
     host_tty = "/dev/" + _wait(lambda: _host_nodes(device, "tty/ttyACM*"), "ttyACM")[0].name
@@ -191,9 +181,9 @@ print(digest.hexdigest(), time.monotonic() - start)
 """
 
 
-@pytest.mark.parametrize("index,function", list(enumerate(ETHERS)))
-def test_ethernet_link(composite, index, function):
+def _ethernet_link(composite, function):
     d, device, _, figures = composite
+    index = ETHERNET[function]
     made = configfs.kernel_functions(d.spec.name)[function]
     host_ifs = _wait(lambda: [n.name for n in _host_nodes(device, "net/*")
                               if (n / "address").read_text().strip() == made["host_addr"]],
@@ -229,7 +219,7 @@ def test_ethernet_link(composite, index, function):
         subprocess.run(["ip", "netns", "del", netns], check=False)
 
 
-def test_mass_storage_written_by_the_host(composite):
+def _mass_storage_written_by_the_host(composite):
     _, device, disk, _ = composite
     blocks = _wait(lambda: [b for b in _host_nodes(device, "block/sd*")], "the host's disk")
     node = f"/dev/{blocks[0].name}"
@@ -249,7 +239,7 @@ def test_mass_storage_written_by_the_host(composite):
     assert _host_nodes(device, "block/sr*"), "the removable CD-ROM LUN"
 
 
-def test_hid_reports_both_ways(composite):
+def _hid_reports_both_ways(composite):
     d, device, _, _ = composite
     hidg = configfs.kernel_functions(d.spec.name)["hid0"]["device"]
     hidraw = "/dev/" + _wait(lambda: _host_nodes(device, "hidraw/hidraw*"), "hidraw")[0].name
@@ -263,3 +253,59 @@ def test_hid_reports_both_ways(composite):
     finally:
         os.close(gadget)
         os.close(host)
+
+
+def _status(composite) -> tuple[dict, str]:
+    d = composite[0]
+    out = subprocess.run([sys.executable, "-m", "gadgetd", "status"], capture_output=True,
+                         text=True, check=True).stdout
+    return configfs.kernel_functions(d.spec.name), out
+
+
+class TestSerialEthernetLoopback(Composite):
+    """acm + ncm + ecm + loopback: 7 IN and 4 OUT endpoints, dummy_udc's fixed ones."""
+    NAME, PRODUCT, FUNCTIONS = "gadgetd-composite-a", 0x0105, ("ser0", "usb0", "ecm0", "loop0")
+
+    def test_status_shows_what_the_kernel_made(self, composite):
+        made, out = _status(composite)
+        assert made["ser0"]["tty"].startswith("/dev/ttyGS")
+        assert made["usb0"]["dev_addr"] == "02:00:00:00:01:01"
+        assert re.fullmatch(r"usb\d+", made["ecm0"]["ifname"])
+        assert f"ser0: acm (kernel) tty {made['ser0']['tty']}" in out, out
+
+    def test_acm_bytes_both_ways(self, composite):
+        _acm_bytes_both_ways(composite)
+
+    @pytest.mark.parametrize("function", ["usb0", "ecm0"])
+    def test_ethernet_link(self, composite, function):
+        _ethernet_link(composite, function)
+
+
+class TestRndisStorageHid(Composite):
+    """rndis (interface 0, as Windows wants it) + mass_storage + hid."""
+    NAME, PRODUCT, FUNCTIONS = "gadgetd-composite-b", 0x0106, ("rndis0", "disk0", "hid0")
+
+    def test_status_shows_what_the_kernel_made(self, composite):
+        made, out = _status(composite)
+        assert made["disk0"]["lun.0"] == str(composite[2])
+        assert made["disk0"]["lun.1"] == "(no medium)"
+        assert made["hid0"]["device"].startswith("/dev/hidg")
+        assert f"hid0: hid (kernel) device {made['hid0']['device']}" in out, out
+
+    def test_rndis_link(self, composite):
+        _ethernet_link(composite, "rndis0")
+
+    def test_mass_storage_written_by_the_host(self, composite):
+        _mass_storage_written_by_the_host(composite)
+
+    def test_hid_reports_both_ways(self, composite):
+        _hid_reports_both_ways(composite)
+
+
+def test_the_hil_suite_passes_on_the_composites_loopback(tmp_path):
+    path = composite_template(tmp_path, tmp_path / "unused.img", TestSerialEthernetLoopback.NAME,
+                              TestSerialEthernetLoopback.PRODUCT,
+                              TestSerialEthernetLoopback.FUNCTIONS)
+    subprocess.run(["modprobe", "-a", *HOST_DRIVERS], check=True)
+    proc = subprocess.run([HIL, "local", str(path), "-q"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
