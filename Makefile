@@ -85,14 +85,16 @@ out/example-wheels/.built: $(wildcard examples/gadgetd-greeting/*.toml examples/
 	rm -rf examples/gadgetd-greeting/build examples/gadgetd-greeting/*.egg-info
 	touch $@
 
-vm-test: setup $(BUILD)/testusb out/example-wheels/.built ## VM: kernel and fault tests (1/10 counts), systemd unit, HIL suite at 3 speeds
+vm-test: setup $(BUILD)/testusb out/example-wheels/.built ## VM: kernel, composite and fault tests (1/10 counts), systemd unit, HIL suite at 3 speeds
 	$(HIL) vm --kernel $(KERNEL) --speed high --results out/faults-$(KERNEL_TAG) -- sh -c \
-	  '$(PY) -m pytest -q --durations=12 -m vm tests/vm && $(HIL) local $(TEMPLATE) -q'
+	  '$(PY) -m pytest -q --durations=12 -m "vm or composite" tests/vm && $(HIL) local $(TEMPLATE) -q'
 	$(HIL) vm --kernel $(KERNEL) --systemd -- $(PY) -m pytest -q -m systemd tests/vm
 	$(HIL) vm --kernel $(KERNEL) --speed full -- $(HIL) local $(TEMPLATE) -q
 	$(HIL) vm --kernel $(KERNEL) --speed super -- $(HIL) local $(TEMPLATE) -q
 
-test-faults: setup ## Fault suites at full counts on the default and sid kernels (figures in out/)
+test-faults: setup ## Fault suites at full counts on the default and sid kernels, composites at super speed
+	$(HIL) vm --kernel $(KERNEL) --speed super --results out/composite-super -- \
+	  $(PY) -m pytest -q -m composite tests/vm
 	for k in $(KERNEL) debian:sid; do \
 	  $(HIL) vm --kernel $$k --timeout 14400 --results out/faults-full-$${k#debian:} -- \
 	    env GADGETD_FAULT_SCALE=1 $(PY) -m pytest -q -m faults tests/vm || exit 1; \
@@ -123,8 +125,9 @@ usbip-test: setup ## USB/IP in one kernel (usbip-vudc to vhci-hcd, no dummy_hcd)
 test-two-machines: setup ## Board VM + host VM over USB/IP: HIL suite, reconnects, repro on 4 kernel pairs
 	$(PY) -m pytest -q -m lab tests/lab/test_two_machines.py
 
-test-composite: setup ## VM: acm, ncm, ecm, rndis, mass_storage, hid and loopback in one gadget, through the host drivers
-	$(HIL) vm --kernel $(KERNEL) --speed high --results out/composite -- $(PY) -m pytest -q -m composite tests/vm
+test-composite: setup ## VM: the composite gadgets (acm, ncm, ecm + loopback; rndis, mass_storage, hid) and MTP through umtprd
+	$(HIL) vm --kernel $(KERNEL) --speed high --results out/composite -- \
+	  $(PY) -m pytest -q -m "composite or vm" tests/vm/test_composite.py tests/vm/test_exec.py
 
 test-kernel-tree: setup ## linux-source-6.1 built with each kernel-patches/ experiment, its verdicts, a git bisect (heavy)
 	$(PY) -m pytest -q -m kernel_tree tests/kernel_tree

@@ -54,7 +54,8 @@ class Budget:
 
     def _addresses(self, spec: GadgetSpec, cfg) -> list[str]:
         """epautoconf replayed over one configuration (functions bind in link order, each
-        claims its endpoints in the order of its `endpoints`): addresses given twice. dummy_hcd numbers its generic endpoints 1, 2, ... beside its
+        claims its endpoints in the order of its `endpoints`): addresses given twice.
+        dummy_hcd's generic endpoints are numbered 1, 2, ... beside its
         fixed ep1in-bulk, ep2in-bulk, ...: the host's usbcore then skips the second endpoint
         with an address ("duplicate endpoint ... skipping") and dummy_hcd sends its traffic to
         the first."""

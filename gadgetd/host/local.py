@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import usb.util
 
@@ -51,6 +52,12 @@ def served(template_path: str, daemon_args: list[str], appear_timeout: float = 6
 
 
 def serve_and_test(template_path: str, pytest_args: list[str], daemon_args: list[str]) -> int:
+    """The HIL suite against TEMPLATE served here; with $GADGETD_RESULTS (`gadgetd-hil vm
+    --results`), its JUnit XML lands there as hil-NAME.xml for CI systems to read."""
+    results = os.environ.get("GADGETD_RESULTS")
+    if results and not any(a.startswith("--junit") for a in pytest_args):
+        name = Path(template_path).stem
+        pytest_args = [*pytest_args, f"--junitxml={Path(results) / f'hil-{name}.xml'}"]
     try:
         with served(template_path, daemon_args):
             status = subprocess.run([sys.executable, "-m", "pytest", "--pyargs", "gadgetd.hil",

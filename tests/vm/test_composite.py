@@ -23,6 +23,7 @@ import threading
 import time
 import tty
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -307,5 +308,8 @@ def test_the_hil_suite_passes_on_the_composites_loopback(tmp_path):
                               TestSerialEthernetLoopback.PRODUCT,
                               TestSerialEthernetLoopback.FUNCTIONS)
     subprocess.run(["modprobe", "-a", *HOST_DRIVERS], check=True)
-    proc = subprocess.run([HIL, "local", str(path), "-q"], capture_output=True, text=True)
+    env = {**os.environ, "GADGETD_RESULTS": str(tmp_path)}  # as `gadgetd-hil vm --results`
+    proc = subprocess.run([HIL, "local", str(path), "-q"], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    suite = ElementTree.parse(tmp_path / f"hil-{path.stem}.xml").getroot().find("testsuite")
+    assert int(suite.get("tests")) > 0 and suite.get("failures") == suite.get("errors") == "0"
