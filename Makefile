@@ -70,7 +70,7 @@ unit-test: setup ## Unit tests (no root, no VM), then the wheel installed into a
 	$(PY) -m pytest -q tests
 	$(PY) -m pytest -q -m wheel tests/test_wheel.py
 
-$(BUILD)/testusb: bench/build.sh bench/host_bulk.c bench/aio_multibuff-reap.patch
+$(BUILD)/testusb: bench/build.sh bench/host_bulk.c bench/ffs_aio_peer.c bench/aio_multibuff-reap.patch
 	sh bench/build.sh $(BUILD)
 
 bench: setup ## Throughput, control latency, bring-up, ep0 open cost, RSS vs in-kernel and C

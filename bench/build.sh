@@ -6,6 +6,8 @@
 #                                                                    multibuff/device_app/aio_multibuff.c,
 #                                                                    its completion bug patched: below)
 #   host_bulk      our libusb benchmark, host side                 (bench/host_bulk.c)
+#   ffs_aio_peer   our FunctionFS AIO source+sink, device side     (bench/ffs_aio_peer.c: the C
+#                    limit, with gadgetd's sourcesink descriptors, request size and queue depth)
 # The kernel programs come from Debian's linux-source-6.1 tarball: only the files they need are
 # extracted, into BUILD/src (never into the repository).
 #
@@ -84,5 +86,6 @@ $cc $cflags -include "$build/src/compat/endian_const.h" -o "$build/aio_multibuff
     "$build/src/aio_multibuff.c" -laio
 # shellcheck disable=SC2046
 $cc $cflags -Wextra -o "$build/host_bulk" "$here/host_bulk.c" $(pkg-config --cflags --libs libusb-1.0)
+$cc $cflags -Wextra -o "$build/ffs_aio_peer" "$here/ffs_aio_peer.c" -laio
 { set +x; } 2>/dev/null
-echo "built: $build/testusb $build/ffs-test $build/aio_multibuff $build/host_bulk"
+echo "built: $build/testusb $build/ffs-test $build/aio_multibuff $build/host_bulk $build/ffs_aio_peer"

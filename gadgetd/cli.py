@@ -103,7 +103,7 @@ def blobs(template_path, function, out_dir):
     ListenUSBFunction= then serves it without gadgetd)."""
     from pathlib import Path
 
-    from gadgetd import wire
+    from gadgetd import registry, wire
 
     try:
         spec = template.load(template_path)
@@ -117,8 +117,10 @@ def blobs(template_path, function, out_dir):
         sys.exit(2)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for suffix, blob in (("descriptors", wire.descriptors_blob(fn)), ("strings",
-                                                                      wire.strings_blob(fn))):
+    ftype = registry.get(fn.type)  # gadgetd's own types: the flags their workers write
+    flags = registry.server_class(ftype).ffs_flags if ftype.server else 0
+    for suffix, blob in (("descriptors", wire.descriptors_blob(fn, flags)),
+                         ("strings", wire.strings_blob(fn))):
         (out / f"{function}.{suffix}").write_bytes(blob)
         click.echo(out / f"{function}.{suffix}")
 

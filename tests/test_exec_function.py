@@ -10,9 +10,10 @@ import sys
 import time
 from dataclasses import replace
 
+import functionfs
 import pytest
 
-from gadgetd import template, wire
+from gadgetd import registry, template, templates, wire
 from gadgetd.errors import TemplateError
 from gadgetd.eventloop import EventLoop
 from gadgetd.exec_process import ExecProcess
@@ -98,15 +99,19 @@ def test_listen_fds_follow_sd_listen_fds():
         "LISTEN_FDS": "3", "LISTEN_PID": "42", "LISTEN_FDNAMES": "ep0:ep1:ep2"}
 
 
-def test_blobs_are_what_gadgetd_writes_itself(tmp_path, loopback_text):
-    path = tmp_path / "loop.toml"
-    path.write_text(loopback_text)
-    proc = subprocess.run([sys.executable, "-m", "gadgetd", "blobs", str(path), "loop0",
+@pytest.mark.parametrize("name,function", [("loopback", "loop0"), ("sourcesink", "ss0")])
+def test_blobs_are_what_gadgetd_writes_itself(tmp_path, name, function):
+    """Flags included: sourcesink's worker asks for every control request (ALL_CTRL_RECIP)."""
+    path = templates.path(name)
+    proc = subprocess.run([sys.executable, "-m", "gadgetd", "blobs", str(path), function,
                            "--out", str(tmp_path / "out")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    fn = template.parse(loopback_text, "x").functions["loop0"]
-    assert (tmp_path / "out/loop0.descriptors").read_bytes() == wire.descriptors_blob(fn)
-    assert (tmp_path / "out/loop0.strings").read_bytes() == wire.strings_blob(fn)
+    fn = template.load(path).functions[function]
+    flags = registry.server_class(registry.get(fn.type)).ffs_flags
+    assert (tmp_path / f"out/{function}.descriptors").read_bytes() == \
+        wire.descriptors_blob(fn, flags)
+    assert (tmp_path / f"out/{function}.strings").read_bytes() == wire.strings_blob(fn)
+    assert flags == (functionfs.ALL_CTRL_RECIP if name == "sourcesink" else 0)
 
 
 @pytest.fixture
