@@ -59,13 +59,18 @@ class Recovery:
     stopping: bool = False
 
     def start(self, functions: dict[str, FunctionSpec]) -> None:
+        """Spawn every worker; bind once all are ready (at once when there are none: a gadget
+        of kernel functions only)."""
         self.slots = {name: Slot(fn) for name, fn in functions.items()}
         for slot in self.slots.values():
             self._spawn(slot)
+        if not self.slots:
+            self.ready_once = True
+            self.bind()
 
     @property
     def all_ready(self) -> bool:
-        return bool(self.slots) and all(s.state == READY for s in self.slots.values())
+        return all(s.state == READY for s in self.slots.values())
 
     def _spawn(self, slot: Slot) -> None:
         slot.state, slot.retry_at = STARTING, None

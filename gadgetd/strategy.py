@@ -163,5 +163,7 @@ class GadgetStrategy:
                 raise SetupError(f"gadgetd run exited {status} before it could {what}"
                                  + (f": {tail}" if tail else ""))
             if time.monotonic() > deadline:
-                raise SetupError(f"gadgetd run did not {what} within {timeout:g} s")
+                tail = " | ".join(line for line in self.daemon_log().splitlines()[-3:] if line)
+                raise SetupError(f"gadgetd run did not {what} within {timeout:g} s"
+                                 + (f": {tail}" if tail else ""))
             time.sleep(0.05)

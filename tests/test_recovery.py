@@ -105,6 +105,11 @@ def _fn(name) -> FunctionSpec:
                         interface=Interface(), endpoints=())
 
 
+def test_a_gadget_of_kernel_functions_only_binds_at_once():
+    rig = Rig(names=())
+    assert rig.calls == ["bind"] and rig.recovery.all_ready and rig.spawned == []
+
+
 def test_bind_only_once_every_worker_is_ready():
     rig = Rig()
     assert [rig.state("a"), rig.state("b")] == [STARTING, STARTING]

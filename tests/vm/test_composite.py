@@ -198,6 +198,11 @@ def _ethernet_link(composite, function):
         subprocess.run(["ip", "link", "set", made["ifname"], "up"], check=True)
         subprocess.run([*ns, "ip", "addr", "add", f"{host_ip}/24", "dev", host_ifs[0]], check=True)
         subprocess.run([*ns, "ip", "link", "set", host_ifs[0], "up"], check=True)
+        carrier = f"/sys/class/net/{host_ifs[0]}/carrier"
+        _wait(lambda: subprocess.run([*ns, "cat", carrier], capture_output=True,
+                                     text=True).stdout.strip() == "1",
+              f"the host's carrier on {host_ifs[0]} (the gadget's {made['ifname']} is "
+              f"{Path('/sys/class/net', made['ifname'], 'operstate').read_text().strip()})")
         ping = subprocess.run([*ns, "ping", "-q", "-i", "0.01", "-c", "1000", "-w", "120",
                                gadget_ip], capture_output=True, text=True)
         assert " 0% packet loss" in ping.stdout, ping.stdout + ping.stderr
@@ -264,8 +269,10 @@ def _status(composite) -> tuple[dict, str]:
 
 
 class TestSerialEthernetLoopback(Composite):
-    """acm + ncm + ecm + loopback: 7 IN and 4 OUT endpoints, dummy_udc's fixed ones."""
-    NAME, PRODUCT, FUNCTIONS = "gadgetd-composite-a", 0x0105, ("ser0", "usb0", "ecm0", "loop0")
+    """acm + ecm + ncm + loopback: 7 IN and 4 OUT endpoints, dummy_udc's fixed ones. ECM comes
+    before NCM: linked after NCM on dummy_hcd, the host's cdc_ether never saw ECM's carrier
+    (NETWORK_CONNECTION) on 6.1.0-57 while the gadget's side was up; not yet understood."""
+    NAME, PRODUCT, FUNCTIONS = "gadgetd-composite-a", 0x0105, ("ser0", "ecm0", "usb0", "loop0")
 
     def test_status_shows_what_the_kernel_made(self, composite):
         made, out = _status(composite)
