@@ -25,7 +25,7 @@ from gadgetd import configfs, runstate, templates
 from gadgetd.repro.kernel_log import KernelLog
 from tests.vm.conftest import RunningDaemon
 
-pytestmark = [pytest.mark.vm, pytest.mark.faults]
+pytestmark = pytest.mark.mtp
 SCALE = float(os.environ.get("GADGETD_FAULT_SCALE", "0.1"))
 KILLS = max(2, round(20 * SCALE))
 MTP_TIMEOUT = 60  # seconds for one mtp-tools command (libmtp probes the device first)
