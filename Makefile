@@ -85,14 +85,14 @@ out/example-wheels/.built: $(wildcard examples/gadgetd-greeting/*.toml examples/
 	rm -rf examples/gadgetd-greeting/build examples/gadgetd-greeting/*.egg-info
 	touch $@
 
-vm-test: setup $(BUILD)/testusb out/example-wheels/.built ## VM: kernel, composite and fault tests (1/10 counts), systemd unit, HIL suite at 3 speeds
+vm-test: setup $(BUILD)/testusb out/example-wheels/.built ## VM: kernel, composite and fault tests (1/10 counts), systemd unit, HIL suite at high and super speed
 	$(HIL) vm --kernel $(KERNEL) --speed high --results out/faults-$(KERNEL_TAG) -- sh -c \
 	  '$(PY) -m pytest -q --durations=12 -m "vm or composite" tests/vm && $(HIL) local $(TEMPLATE) -q'
 	$(HIL) vm --kernel $(KERNEL) --systemd -- $(PY) -m pytest -q -m systemd tests/vm
-	$(HIL) vm --kernel $(KERNEL) --speed full -- $(HIL) local $(TEMPLATE) -q
 	$(HIL) vm --kernel $(KERNEL) --speed super -- $(HIL) local $(TEMPLATE) -q
 
-test-faults: setup ## Fault suites at full counts on the default and sid kernels, composites at super speed
+test-faults: setup ## Fault suites at full counts on the default and sid kernels, composites at super speed, HIL at full speed
+	$(HIL) vm --kernel $(KERNEL) --speed full -- $(HIL) local $(TEMPLATE) -q
 	$(HIL) vm --kernel $(KERNEL) --speed super --results out/composite-super -- \
 	  $(PY) -m pytest -q -m composite tests/vm
 	for k in $(KERNEL) debian:sid; do \
