@@ -128,6 +128,7 @@ test-two-machines: setup ## Board VM + host VM over USB/IP: HIL suite, reconnect
 test-composite: setup ## VM: the composite gadgets (acm, ncm, ecm + loopback; rndis, mass_storage, hid) and MTP through umtprd
 	$(HIL) vm --kernel $(KERNEL) --speed high --results out/composite -- \
 	  $(PY) -m pytest -q -m "composite or mtp" tests/vm/test_composite.py tests/vm/test_exec.py
+	$(HIL) vm --kernel $(REPRO_KERNEL) -- $(PY) -m pytest -q -m exec_shield tests/vm
 
 test-kernel-tree: setup ## linux-source-6.1 built with each kernel-patches/ experiment, its verdicts, a git bisect (heavy)
 	$(PY) -m pytest -q -m kernel_tree tests/kernel_tree

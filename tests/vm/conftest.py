@@ -24,7 +24,7 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "tests/vm/" in str(item.fspath) and not any(
                 item.get_closest_marker(m) for m in ("systemd", "usbip", "regression",
-                                                     "composite", "mtp")):
+                                                     "composite", "mtp", "exec_shield")):
             item.add_marker(pytest.mark.vm)
 
 

@@ -1,5 +1,5 @@
-"""Shielding a FunctionFS program from the regression (make repro-test: debian:6.1.0-57-amd64,
-whose open() of ep0 takes ffs->mutex as a trylock under O_NDELAY).
+"""Shielding a FunctionFS program from the regression (make test-composite boots
+debian:6.1.0-57-amd64 for it, whose open() of ep0 takes ffs->mutex as a trylock under O_NDELAY).
 
 A deliberately naive program (one O_NDELAY open of ep0, its descriptors and strings written,
 EAGAIN or any error ends it) is an exec function that exits after each start, so gadgetd starts
@@ -21,7 +21,7 @@ import pytest
 from tests.vm.conftest import RunningDaemon
 from tests.vm.test_exec import shared_dir
 
-pytestmark = pytest.mark.regression
+pytestmark = pytest.mark.exec_shield
 STARTS = 50
 CONTENDERS = 4
 NAIVE = r"""
