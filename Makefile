@@ -125,7 +125,7 @@ usbip-test: setup ## USB/IP in one kernel (usbip-vudc to vhci-hcd, no dummy_hcd)
 test-two-machines: setup ## Board VM + host VM over USB/IP: HIL suite, reconnects, repro on 4 kernel pairs
 	$(PY) -m pytest -q -m lab tests/lab/test_two_machines.py
 
-test-composite: setup ## VM: the composite gadgets (acm, ncm, ecm + loopback; rndis, mass_storage, hid) and MTP through umtprd
+test-composite: setup ## VM: the composite gadgets, MTP through umtprd, an exec program shielded from the regression
 	$(HIL) vm --kernel $(KERNEL) --speed high --results out/composite -- \
 	  $(PY) -m pytest -q -m "composite or mtp" tests/vm/test_composite.py tests/vm/test_exec.py
 	$(HIL) vm --kernel $(REPRO_KERNEL) -- $(PY) -m pytest -q -m exec_shield tests/vm
