@@ -26,8 +26,21 @@ from gadgetd.host.device import (
 
 
 def test_set_configuration(device, loopback):
+    """In a composite, the host's drivers of the other functions (cdc_acm, cdc_ether...) hold
+    their interfaces, and usbfs refuses SET_CONFIGURATION while they do: they are detached for
+    it and attached again."""
+    cfg = device.get_active_configuration()
+    held = [i.bInterfaceNumber for i in cfg if i.bAlternateSetting == 0
+            and i.bInterfaceNumber != loopback.interface_number
+            and device.is_kernel_driver_active(i.bInterfaceNumber)]
     before = loopback.status()["counters"].get("enables", 0)
-    device.set_configuration(1)
+    for number in held:
+        device.detach_kernel_driver(number)
+    try:
+        device.set_configuration(1)
+    finally:
+        for number in held:
+            device.attach_kernel_driver(number)
     after = loopback.status()
     assert after["counters"]["enables"] > before
     assert after["enabled"] is True

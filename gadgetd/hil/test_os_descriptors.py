@@ -23,28 +23,38 @@ def test_os_string_descriptor(device, os_desc):
 
 
 def _functions_with_os_desc(spec):
+    """(function, its first interface number) for those with MS OS descriptors in the os_desc
+    configuration: composite numbers interfaces in link order, kernel functions' included."""
     cfg = spec.configs[spec.os_desc.config - 1]
-    return [spec.functions[name] for name in cfg.functions if spec.functions[name].os_desc]
+    found, at = [], 0
+    for name in cfg.functions:
+        fn = spec.functions[name]
+        if fn.os_desc:
+            found.append((fn, at))
+        at += fn.interfaces
+    return found
 
 
 def test_extended_compat_id(device, spec, os_desc):
+    """One section per interface the kernel reports; ours are found by bFirstInterfaceNumber
+    (in a composite, kernel functions such as NCM and RNDIS report sections of their own)."""
     raw = bytes(device.ctrl_transfer(0xC0, os_desc.b_vendor_code, 0, 4, 4096))
     length, version, index, count = struct.unpack_from("<IHHB", raw)
     assert (length, version, index) == (len(raw), 0x0100, 4)
-    sections = [raw[16 + 24 * i: 16 + 24 * (i + 1)] for i in range(count)]
-    expected = _functions_with_os_desc(spec)
-    assert len(sections) >= len(expected)
-    for fn, section in zip(expected, sections, strict=False):
+    sections = {raw[16 + 24 * i]: raw[16 + 24 * i: 16 + 24 * (i + 1)] for i in range(count)}
+    for fn, first in _functions_with_os_desc(spec):
+        section = sections[first]
         assert section[1] == 1
         assert section[2:10] == fn.os_desc.compatible_id.encode().ljust(8, b"\0")
         assert section[10:18] == fn.os_desc.sub_compatible_id.encode().ljust(8, b"\0")
 
 
 def test_extended_properties(device, spec, os_desc):
-    fn = next((f for f in _functions_with_os_desc(spec) if f.os_desc.properties), None)
+    fn, first = next(((f, i) for f, i in _functions_with_os_desc(spec) if f.os_desc.properties),
+                     (None, None))
     if fn is None:
         pytest.skip("no extended properties declared")
-    raw = bytes(device.ctrl_transfer(0xC1, os_desc.b_vendor_code, 0, 5, 4096))
+    raw = bytes(device.ctrl_transfer(0xC1, os_desc.b_vendor_code, first, 5, 4096))
     length, version, index, count = struct.unpack_from("<IHHH", raw)
     assert (length, version, index, count) == (len(raw), 0x0100, 5, len(fn.os_desc.properties))
     found, offset = {}, 10
