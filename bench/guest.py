@@ -211,7 +211,14 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     build = args.build
+    # the C peer at the FunctionFS limit serves gadgetd's own sourcesink descriptors
+    blobs = args.out / "blobs"
+    subprocess.run([sys.executable, "-m", "gadgetd", "blobs", str(templates.path("sourcesink")),
+                    "ss0", "--out", str(blobs)], check=True, stdout=subprocess.DEVNULL)
+    peer = [str(build / "ffs_aio_peer"), ".", str(blobs / "ss0.descriptors"),
+            str(blobs / "ss0.strings"), str(SIZE), str(DEPTH)]
     sides = [Gadgetd(), KernelSourceSink(),
+             FfsExample("ffs_aio_peer", peer, ("in", "out")),
              FfsExample("ffs-test", [str(build / "ffs-test")], ("in", "out")),
              FfsExample("aio_multibuff", [str(build / "aio_multibuff"), "."], ("in",))]
     rows = []

@@ -29,8 +29,8 @@ def median(values):
 
 def summarize(results: dict) -> dict:
     rows = results["rows"]
-    sides = sorted({r["side"] for r in rows}, key=["gadgetd", "kernel", "ffs-test",
-                                                   "aio_multibuff"].index)
+    sides = sorted({r["side"] for r in rows}, key=["gadgetd", "kernel", "ffs_aio_peer",
+                                                   "ffs-test", "aio_multibuff"].index)
     table = {}
     for side in sides:
         mine = [r for r in rows if r["side"] == side]
@@ -61,7 +61,10 @@ def ratio(a, b):
 def render(results: dict, table: dict) -> tuple[str, dict]:
     g = table["gadgetd"]
     k, f, m = table.get("kernel", {}), table.get("ffs-test", {}), table.get("aio_multibuff", {})
+    p = table.get("ffs_aio_peer", {})
     ratios = {
+        "in_vs_aio_peer": ratio(g.get("in_mib_s"), p.get("in_mib_s")),
+        "out_vs_aio_peer": ratio(g.get("out_mib_s"), p.get("out_mib_s")),
         "in_vs_kernel": ratio(g.get("in_mib_s"), k.get("in_mib_s")),
         "out_vs_kernel": ratio(g.get("out_mib_s"), k.get("out_mib_s")),
         "in_vs_ffs_test": ratio(g.get("in_mib_s"), f.get("in_mib_s")),
