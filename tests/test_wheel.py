@@ -40,7 +40,8 @@ def test_wheel_installs_and_runs_with_declared_dependencies(tmp_path):
     outside.mkdir()
     listed = dict(line.split("\t") for line in
                   run(env_dir / "bin" / "gadgetd", "templates", cwd=outside).splitlines())
-    assert sorted(listed) == ["loopback", "pizero", "pizero-composite", "sourcesink"]
+    assert sorted(listed) == ["loopback", "mtp", "pizero", "pizero-composite", "sourcesink"]
+    assert (Path(listed["mtp"]).parent / "umtprd.conf").is_file()  # umtprd's, beside its template
     for name, path in listed.items():
         assert Path(path).is_file() and "site-packages/gadgetd/configfs_templates" in path
         out = run(env_dir / "bin" / "gadgetd", "check", name, cwd=outside)
