@@ -34,12 +34,15 @@ def test_set_configuration(device, loopback):
             and i.bInterfaceNumber != loopback.interface_number
             and device.is_kernel_driver_active(i.bInterfaceNumber)]
     before = loopback.status()["counters"].get("enables", 0)
-    for number in held:
-        device.detach_kernel_driver(number)
+    detached = []
+    for number in held:  # a CDC driver lets go of its data interface with its control one
+        if device.is_kernel_driver_active(number):
+            device.detach_kernel_driver(number)
+            detached.append(number)
     try:
         device.set_configuration(1)
     finally:
-        for number in held:
+        for number in detached:
             device.attach_kernel_driver(number)
     after = loopback.status()
     assert after["counters"]["enables"] > before
