@@ -4,7 +4,8 @@ mass_storage + hid in another (dummy_udc has 7 IN endpoints with addresses of th
 them epautoconf gives its generic endpoints addresses already taken, which `gadgetd check`
 refuses). Serial bytes both ways; each ethernet link pinged and loaded with 64 MiB of TCP in a
 network namespace of its own (else the kernel would route the traffic locally, never over USB);
-a disk written by the host and checked in the backing file; HID reports both ways."""
+a disk written by the host and checked in the backing file; HID reports both ways; the HIL
+suite, unchanged, against the first composite's loopback with the host's drivers bound."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import threading
 import time
 import tty
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -29,6 +31,7 @@ from gadgetd import configfs, templates
 from tests.vm.conftest import RunningDaemon
 
 pytestmark = pytest.mark.composite
+HIL = Path(sys.executable).parent / "gadgetd-hil"
 HOST_DRIVERS = ("cdc-acm", "cdc_ether", "cdc_ncm", "rndis_host", "usb-storage", "sd_mod", "sr_mod",
                 "usbhid")
 # vendor-defined: 8-byte input and output reports (no keyboard typing into the VM)
@@ -306,3 +309,15 @@ class TestRndisStorageHid(Composite):
     def test_hid_reports_both_ways(self, composite):
         _hid_reports_both_ways(composite)
 
+
+
+def test_the_hil_suite_passes_on_the_composites_loopback(tmp_path):
+    cls = TestSerialEthernetLoopback
+    path = composite_template(tmp_path, tmp_path / "unused.img", cls.NAME, cls.PRODUCT,
+                              cls.FUNCTIONS)
+    subprocess.run(["modprobe", "-a", *HOST_DRIVERS], check=True)
+    env = {**os.environ, "GADGETD_RESULTS": str(tmp_path)}  # as `gadgetd-hil vm --results`
+    proc = subprocess.run([HIL, "local", str(path), "-q"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    suite = ElementTree.parse(tmp_path / f"hil-{path.stem}.xml").getroot().find("testsuite")
+    assert int(suite.get("tests")) > 0 and suite.get("failures") == suite.get("errors") == "0"
