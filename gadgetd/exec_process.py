@@ -29,11 +29,16 @@ def _ep_number(path: Path) -> int:
     return int(path.name[2:])
 
 
+def _ep_files(mountpoint: Path) -> list[Path]:
+    """ep1, ep2, ... in number order."""
+    return sorted(mountpoint.glob("ep[1-9]*"), key=_ep_number)
+
+
 def _instance(mountpoint: Path) -> int | None:
     """Which instance's ep files are there: the first one's inode number (FunctionFS makes
     them anew, with new inode numbers, each time descriptors and strings are written), None
     when there are none."""
-    for path in sorted(mountpoint.glob("ep[1-9]*"), key=_ep_number):
+    for path in _ep_files(mountpoint):
         try:
             return path.stat().st_ino
         except FileNotFoundError:
@@ -61,7 +66,7 @@ def _open_for_program(fn) -> list[tuple[str, int]]:
     else:
         ep0.write_descriptors(fn, 0)
     files = [("ep0", ep0.fd)]
-    for path in sorted(fn.mountpoint.glob("ep[1-9]*"), key=_ep_number):
+    for path in _ep_files(fn.mountpoint):
         files.append((path.name, ffs.open_file(path, policy, stats, nonblock=False)))
     for _, fd in files:
         fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)

@@ -154,16 +154,19 @@ class GadgetStrategy:
     def leftovers(self) -> list[str]:
         return configfs.leftovers(self.spec)
 
+    def _log_tail(self) -> str:
+        """': ' and the daemon log's last three lines, for an error message ('' if none)."""
+        tail = " | ".join(line for line in self.daemon_log().splitlines()[-3:] if line)
+        return f": {tail}" if tail else ""
+
     def _wait(self, timeout: float, what: str, done) -> None:
         deadline = time.monotonic() + timeout
         while not done():
             if self.daemon is None or self.daemon.poll() is not None:
                 status = None if self.daemon is None else self.daemon.returncode
-                tail = " | ".join(line for line in self.daemon_log().splitlines()[-3:] if line)
                 raise SetupError(f"gadgetd run exited {status} before it could {what}"
-                                 + (f": {tail}" if tail else ""))
+                                 + self._log_tail())
             if time.monotonic() > deadline:
-                tail = " | ".join(line for line in self.daemon_log().splitlines()[-3:] if line)
                 raise SetupError(f"gadgetd run did not {what} within {timeout:g} s"
-                                 + (f": {tail}" if tail else ""))
+                                 + self._log_tail())
             time.sleep(0.05)

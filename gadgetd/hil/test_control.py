@@ -29,14 +29,12 @@ def test_set_configuration(device, loopback):
     """In a composite, the host's drivers of the other functions (cdc_acm, cdc_ether...) hold
     their interfaces, and usbfs refuses SET_CONFIGURATION while they do: they are detached for
     it and attached again."""
-    cfg = device.get_active_configuration()
-    held = [i.bInterfaceNumber for i in cfg if i.bAlternateSetting == 0
-            and i.bInterfaceNumber != loopback.interface_number
-            and device.is_kernel_driver_active(i.bInterfaceNumber)]
+    others = [i.bInterfaceNumber for i in device.get_active_configuration()
+              if i.bAlternateSetting == 0 and i.bInterfaceNumber != loopback.interface_number]
     before = loopback.status()["counters"].get("enables", 0)
     detached = []
-    for number in held:  # a CDC driver lets go of its data interface with its control one
-        if device.is_kernel_driver_active(number):
+    for number in others:  # asked one by one: a CDC driver lets go of its data interface
+        if device.is_kernel_driver_active(number):  # with its control one
             device.detach_kernel_driver(number)
             detached.append(number)
     try:
