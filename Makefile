@@ -85,16 +85,20 @@ out/example-wheels/.built: $(wildcard examples/gadgetd-greeting/*.toml examples/
 	rm -rf examples/gadgetd-greeting/build examples/gadgetd-greeting/*.egg-info
 	touch $@
 
-vm-test: setup $(BUILD)/testusb out/example-wheels/.built ## VM: kernel, composite and fault tests (1/10 counts), systemd unit, HIL suite at high and super speed
-	$(HIL) vm --kernel $(KERNEL) --speed high --results out/faults-$(KERNEL_TAG) -- sh -c \
-	  '$(PY) -m pytest -q --durations=12 -m vm tests/vm && $(HIL) local $(TEMPLATE) -q'
+VM_FAULTS = tests/vm/test_faults.py tests/vm/test_hardening.py
+
+vm-test: setup $(BUILD)/testusb out/example-wheels/.built ## VM: fault tests (1/10 counts), kernel and lifecycle tests, composites, systemd unit, HIL suite
+	$(HIL) vm --kernel $(KERNEL) --speed high --results out/faults-$(KERNEL_TAG) -- \
+	  $(PY) -m pytest -q --durations=8 -m vm $(VM_FAULTS)
+	$(HIL) vm --kernel $(KERNEL) --speed high --results out/vm-$(KERNEL_TAG) -- sh -c \
+	  '$(PY) -m pytest -q --durations=8 -m vm tests/vm $(VM_FAULTS:%=--ignore %) && $(HIL) local $(TEMPLATE) -q'
 	$(HIL) vm --kernel $(KERNEL) --speed high --results out/composite -- \
 	  $(PY) -m pytest -q -m composite tests/vm
 	$(HIL) vm --kernel $(KERNEL) --systemd -- $(PY) -m pytest -q -m systemd tests/vm
-	$(HIL) vm --kernel $(KERNEL) --speed super -- $(HIL) local $(TEMPLATE) -q
 
-test-faults: setup ## Fault suites at full counts on the default and sid kernels, composites at super speed, HIL at full speed
+test-faults: setup ## Fault suites at full counts on the default and sid kernels, composites (HIL suite included) at super speed, HIL at full speed
 	$(HIL) vm --kernel $(KERNEL) --speed full -- $(HIL) local $(TEMPLATE) -q
+	$(HIL) vm --kernel $(KERNEL) --speed super -- $(HIL) local $(TEMPLATE) -q
 	$(HIL) vm --kernel $(KERNEL) --speed super --results out/composite-super -- \
 	  $(PY) -m pytest -q -m composite tests/vm
 	for k in $(KERNEL) debian:sid; do \

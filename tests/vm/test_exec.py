@@ -79,16 +79,21 @@ def files_on_device() -> dict[str, int]:
     return {name.strip(): int(file_id) for file_id, name in ids}
 
 
-def listed_within(timeout: float) -> dict[str, int]:
-    """The folder as the host lists it, once the gadget is back (re-enumeration takes a while)."""
+def listed_within(timeout: float, name: str = "hello.bin") -> dict[str, int]:
+    """The folder as the host lists it once NAME is in it: the gadget comes back and umtprd
+    answers before libmtp has a listing (an empty one at first); the last listing on timeout."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return files_on_device()
+            files = files_on_device()
+            if name in files:
+                return files
         except (AssertionError, subprocess.TimeoutExpired):
             if time.monotonic() > deadline:
                 raise
-            time.sleep(1)
+        if time.monotonic() > deadline:
+            return files
+        time.sleep(1)
 
 
 def umtprd_pid(name: str) -> int | None:
@@ -107,10 +112,12 @@ def test_mtp_detect_list_fetch_send(mtp, tmp_path):
     assert (tmp_path / "fetched.bin").read_bytes() == (storage / "hello.bin").read_bytes()
     sent = os.urandom(300_000)
     (tmp_path / "sent.bin").write_bytes(sent)
-    mtp_tool("mtp-sendfile", str(tmp_path / "sent.bin"), "sent.bin")
+    # mtp-sendfile's second argument is the parent folder on the device ("/": the storage's root)
+    out = mtp_tool("mtp-sendfile", str(tmp_path / "sent.bin"), "/")
+    assert "Error sending file" not in out, out[-2000:]  # mtp-sendfile exits 0 on errors
     assert hashlib.sha256((storage / "sent.bin").read_bytes()).digest() == \
         hashlib.sha256(sent).digest()
-    assert "sent.bin" in files_on_device()
+    assert "sent.bin" in listed_within(30, "sent.bin")
     assert re.search(r"mtp: .*uMTP Responder", d.read_log()), "umtprd's output under its name"
 
 
