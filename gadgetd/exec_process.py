@@ -83,6 +83,7 @@ def _hand_over(files: list[tuple[str, int]]) -> None:
 
 class ExecProcess(WorkerProcess):
     _kill = staticmethod(os.killpg)  # the program's session: helpers it forked go with it
+    heartbeats = False  # someone else's program, no channel: its silence says nothing
 
     def __init__(self, fn, loop, on_ready, on_gone):
         super().__init__(fn, loop, on_ready, on_gone)

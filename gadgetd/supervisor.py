@@ -198,6 +198,8 @@ class Supervisor:
         try:
             if name := udc.unbind(self.gadget_dir):
                 log.info("unbound from %s", name)
+            else:  # e.g. by FunctionFS, when an instance without no_disconnect lost its ep0
+                log.info("unbound already")
         except OSError as exc:
             log.warning("unbind failed: %s", exc)
 
@@ -276,10 +278,11 @@ class Supervisor:
     def _tick(self) -> None:
         """Status file, watchdog ping, and silent workers: a ready worker whose loop stopped
         (its status messages stopped) is the supervisor's to recover, with or without systemd's
-        watchdog, which keeps being fed as long as this loop runs."""
+        watchdog, which keeps being fed as long as this loop runs. An exec program sends none:
+        only its exit or its deadline ends it."""
         now = self.loop.clock()
         for w in self.recovery.workers() if self.recovery else []:
-            if w.ready and now - w.last_heard >= SILENT_TIMEOUT:
+            if w.heartbeats and w.ready and now - w.last_heard >= SILENT_TIMEOUT:
                 w.fail(f"silent for {now - w.last_heard:.0f} s (its event loop is stuck)")
         self._write_state()
         self.notifier.send(watchdog=1)

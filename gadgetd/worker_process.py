@@ -40,6 +40,7 @@ class WorkerProcess:
         self._deadline = None
 
     _kill = staticmethod(os.kill)  # how signal() reaches it
+    heartbeats = True  # its status messages keep coming while its loop runs: silence is a fault
 
     def _fork(self, child: Callable[[], None]) -> int:
         """fork(); the child runs `child` and never returns into the supervisor's code."""

@@ -56,6 +56,7 @@ class FakeLoop:
 
 class FakeWorker:
     pids = itertools.count(100)
+    heartbeats = True
 
     def __init__(self, fn, on_ready, on_gone):
         self.fn, self.on_ready, self.on_gone = fn, on_ready, on_gone
@@ -253,6 +254,25 @@ def test_a_silent_worker_is_restarted_by_the_supervisor_and_the_watchdog_goes_on
     workers[1].become_ready(now=loop.now)
     assert calls[-1] == "bind"
     assert len(notifier.pings) == int(loop.now) + 1  # one per tick, none withheld
+
+
+def test_an_exec_program_is_not_killed_for_silence(supervisor):
+    """An exec program (umtprd, adbd) has no channel to send status on: quiet for minutes is
+    normal for it. (umtprd was SIGKILLed as 'silent for 11 s' in the middle of a transfer.)"""
+    sup, loop, _ = supervisor
+    workers = []
+
+    def spawn(fn, on_ready, on_gone):
+        workers.append(FakeWorker(fn, on_ready, on_gone))
+        workers[-1].heartbeats = False
+        return workers[-1]
+
+    sup.recovery = Recovery(loop, spawn, lambda: None, lambda: None, sup._fatal)
+    sup.recovery.start(sup.spec.functions)
+    workers[0].become_ready(now=0.0)
+    loop.every(1.0, sup._tick)
+    loop.advance(SILENT_TIMEOUT * 10)
+    assert len(workers) == 1 and workers[0].failure is None
 
 
 def test_a_worker_cannot_override_the_supervisors_fields():

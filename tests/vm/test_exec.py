@@ -64,11 +64,13 @@ def mtp(request):
     shutil.rmtree(base)
 
 
-def mtp_tool(*argv: str, cwd: Path | None = None) -> str:
-    """An mtp-tools command; its output (libmtp says "No devices" with exit 0 at times)."""
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=MTP_TIMEOUT, cwd=cwd)
+def mtp_tool(*argv: str, daemon: RunningDaemon | None = None) -> str:
+    """An mtp-tools command; its output (libmtp says "No devices" with exit 0 at times). A
+    failure shows the tool's output and the tail of DAEMON's log (umtprd's output is in it)."""
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=MTP_TIMEOUT)
+    log = f"\ngadgetd's log:\n{daemon.read_log()[-3000:]}" if daemon else ""
     assert proc.returncode == 0 and "No devices" not in proc.stdout + proc.stderr, \
-        f"{' '.join(argv)}: exit {proc.returncode}\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+        f"{' '.join(argv)}: exit {proc.returncode}\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}{log}"
     return proc.stdout
 
 
@@ -108,12 +110,12 @@ def test_mtp_detect_list_fetch_send(mtp, tmp_path):
     assert "gadgetd MTP" in detect or "1d6b" in detect.lower(), detect[-2000:]
     files = listed_within(60)
     assert "hello.bin" in files, files
-    mtp_tool("mtp-getfile", str(files["hello.bin"]), str(tmp_path / "fetched.bin"))
+    mtp_tool("mtp-getfile", str(files["hello.bin"]), str(tmp_path / "fetched.bin"), daemon=d)
     assert (tmp_path / "fetched.bin").read_bytes() == (storage / "hello.bin").read_bytes()
     sent = os.urandom(300_000)
     (tmp_path / "sent.bin").write_bytes(sent)
     # mtp-sendfile's second argument is the parent folder on the device ("/": the storage's root)
-    out = mtp_tool("mtp-sendfile", str(tmp_path / "sent.bin"), "/")
+    out = mtp_tool("mtp-sendfile", str(tmp_path / "sent.bin"), "/", daemon=d)
     assert "Error sending file" not in out, out[-2000:]  # mtp-sendfile exits 0 on errors
     assert hashlib.sha256((storage / "sent.bin").read_bytes()).digest() == \
         hashlib.sha256(sent).digest()
@@ -138,9 +140,10 @@ def test_umtprd_killed_is_restarted_and_the_host_lists_again(mtp):
     log = d.read_log()
     assert d.proc.poll() is None, log
     # every restart came after an unbind (the daemon's rule for reopening an instance)
-    events = re.findall(r"function mtp: .*recovering|unbound from \S+|function mtp served by pid",
-                        log)
+    # (umtprd's exit closed ep0: FunctionFS may have unbound the gadget itself by then)
+    events = re.findall(r"function mtp: .*recovering|unbound (?:from \S+|already)|"
+                        r"function mtp served by pid", log)
     restarts = [i for i, e in enumerate(events) if "recovering" in e]
     assert len(restarts) >= KILLS, log[-3000:]
     for i in restarts:
-        assert events[i + 1].startswith("unbound from") and "served" in events[i + 2], events
+        assert events[i + 1].startswith("unbound") and "served" in events[i + 2], events
