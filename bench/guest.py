@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from gadgetd.strategy import GadgetStrategy  # noqa: E402
 
 SIZE, DEPTH, BYTES = 65536, 8, 64 << 20  # host_bulk's fixed request size, queue depth, volume
 SETTLE = 1.0  # seconds every side gets between configuration and traffic: steady state, not start-up
+PSS_PERIOD = 0.05  # seconds between smaps_rollup samples (20 Hz)
 GADGET_ZERO, FFS_EXAMPLE = "0525:a4a0", "0525:a4a4"
 
 
@@ -60,6 +62,46 @@ def vmhwm_kib(pid: int) -> int:
     return 0
 
 
+def pss_kib(pid: int) -> int:
+    """Proportional set size: shared pages (the interpreter, libraries) split among sharers."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class PssPeak:
+    """The peak of the summed PSS of some processes, sampled at 20 Hz while traffic runs."""
+
+    def __init__(self, pids: list[int]):
+        self.pids, self.peak_kib = pids, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak_kib = max(self.peak_kib, sum(pss_kib(pid) for pid in self.pids))
+            self._stop.wait(PSS_PERIOD)
+
+    def __enter__(self) -> PssPeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def python_start_s() -> float:
+    """The venv's interpreter doing nothing: exec to exit, the floor under any Python daemon."""
+    start = time.monotonic()
+    subprocess.run([str(ROOT / ".venv/bin/python"), "-c", "pass"], check=True)
+    return time.monotonic() - start
+
+
 class Gadgetd:
     name, device, directions = "gadgetd", GADGET_ZERO, ("in", "out")
 
@@ -82,6 +124,9 @@ class Gadgetd:
 
     def worker_pid(self) -> int:
         return runstate.read("gadgetd-sourcesink")["functions"]["ss0"]["pid"]
+
+    def pids(self) -> list[int]:
+        return [self.proc.pid, self.worker_pid()]
 
     def down(self) -> None:
         self.strategy.stop()
@@ -228,8 +273,11 @@ def main() -> int:
             row = {"run": run, "side": side.name, "bring_up_s": round(side.up(), 4)}
             try:
                 time.sleep(SETTLE)
-                for direction in side.directions:
-                    row[direction] = host_bulk(build, side.device, direction)
+                with PssPeak(side.pids() if side.name == "gadgetd" else []) as pss:
+                    for direction in side.directions:
+                        row[direction] = host_bulk(build, side.device, direction)
+                if side.name == "gadgetd":
+                    row["pss_kib"] = pss.peak_kib
                 if side.name in ("gadgetd", "kernel"):
                     row["ctrl"] = host_bulk(build, side.device, "ctrl", "-c", "2000", "-l", "64")
                 if side.name == "gadgetd":
@@ -240,6 +288,7 @@ def main() -> int:
                 side.down()
             rows.append(row)
             print(json.dumps(row), flush=True)
+        rows.append({"run": run, "side": "python", "bring_up_s": round(python_start_s(), 4)})
     results = {"kernel": os.uname().release, "usb": os.environ["GADGETD_USB"], "size": SIZE,
                "depth": DEPTH, "bytes": BYTES, "rows": rows, "ep0_open_ms": ep0_open_cost(20)}
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
