@@ -76,6 +76,7 @@ def _kernel_warnings() -> list[str]:
 
 class Composite:
     NAME, PRODUCT, FUNCTIONS = "", 0, ()
+    TEMPLATE, ARGS = "", ()  # a shipped template instead, and `gadgetd run` arguments
 
 
 @pytest.fixture(scope="class")
@@ -88,11 +89,12 @@ def composite(request, tmp_path_factory):
     disk.write_bytes(b"\0" * DISK_BYTES)
     warnings = _kernel_warnings()
     subprocess.run(["modprobe", "-a", *HOST_DRIVERS], check=True)
-    path = composite_template(directory, disk, cls.NAME, cls.PRODUCT, cls.FUNCTIONS)
+    path = (templates.path(cls.TEMPLATE) if cls.TEMPLATE else
+            composite_template(directory, disk, cls.NAME, cls.PRODUCT, cls.FUNCTIONS))
     check = subprocess.run([sys.executable, "-m", "gadgetd", "check", str(path)],
                            capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
-    d = RunningDaemon(path)
+    d = RunningDaemon(path, *cls.ARGS)
     device = d.wait_bound()
     figures: dict = {}
     yield d, device, disk, figures
@@ -142,9 +144,9 @@ def _read_exactly(fd: int, size: int, timeout: float = 10) -> bytes:
     return data
 
 
-def _acm_bytes_both_ways(composite):
+def _acm_bytes_both_ways(composite, function="ser0"):
     d, device, _, _ = composite
-    gadget_tty = configfs.kernel_functions(d.spec.name)["ser0"]["tty"]
+    gadget_tty = configfs.kernel_functions(d.spec.name)[function]["tty"]
     host_tty = "/dev/" + _wait(lambda: _host_nodes(device, "tty/ttyACM*"), "ttyACM")[0].name
     host, gadget = _raw(host_tty), _raw(gadget_tty)
     try:
@@ -310,14 +312,37 @@ class TestRndisStorageHid(Composite):
         _hid_reports_both_ways(composite)
 
 
+class TestPiZeroComposite(Composite):
+    """The shipped Pi Zero composite (console + NCM + loopback), checked against dwc2's budgets
+    (its `controller`) and served on dummy_udc.0 as `--udc` names it."""
+    NAME, TEMPLATE, ARGS = "pizero-composite", "pizero-composite", ("--udc", "dummy_udc.0")
 
-def test_the_hil_suite_passes_on_the_composites_loopback(tmp_path):
-    cls = TestSerialEthernetLoopback
-    path = composite_template(tmp_path, tmp_path / "unused.img", cls.NAME, cls.PRODUCT,
-                              cls.FUNCTIONS)
+    def test_status_shows_what_the_kernel_made(self, composite):
+        made, out = _status(composite)
+        assert made["console"]["tty"].startswith("/dev/ttyGS")
+        assert made["usb0"]["dev_addr"] == "02:1d:6b:00:00:01"
+        assert "pizero-composite: gadgetd pid" in out and "UDC dummy_udc.0" in out, out
+        assert "loop0: loopback as gadgetd" in out, out
+
+    def test_console_bytes_both_ways(self, composite):
+        _acm_bytes_both_ways(composite, "console")
+
+    def test_ncm_link(self, composite):
+        _ethernet_link(composite, "usb0")
+
+
+
+@pytest.mark.parametrize("shipped", [False, True], ids=["composite-a", "pizero-composite"])
+def test_the_hil_suite_passes_on_the_composites_loopback(tmp_path, shipped):
+    cls = TestPiZeroComposite if shipped else TestSerialEthernetLoopback
+    path = (templates.path(cls.TEMPLATE) if shipped else
+            composite_template(tmp_path, tmp_path / "unused.img", cls.NAME, cls.PRODUCT,
+                               cls.FUNCTIONS))
     subprocess.run(["modprobe", "-a", *HOST_DRIVERS], check=True)
     env = {**os.environ, "GADGETD_RESULTS": str(tmp_path)}  # as `gadgetd-hil vm --results`
-    proc = subprocess.run([HIL, "local", str(path), "-q"], capture_output=True, text=True, env=env)
+    proc = subprocess.run([HIL, "local", *(f"--daemon-arg={arg}" for arg in cls.ARGS),
+                           str(path), "-q"],
+                          capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     suite = ElementTree.parse(tmp_path / f"hil-{path.stem}.xml").getroot().find("testsuite")
     assert int(suite.get("tests")) > 0 and suite.get("failures") == suite.get("errors") == "0"

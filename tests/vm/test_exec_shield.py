@@ -2,15 +2,24 @@
 debian:6.1.0-57-amd64 for it, whose open() of ep0 takes ffs->mutex as a trylock under O_NDELAY).
 
 A deliberately naive program (one O_NDELAY open of ep0, its descriptors and strings written,
-EAGAIN or any error ends it) is an exec function that exits after each start, so gadgetd starts
-it again and again, while 4 local processes loop O_NDELAY opens and reads of the same ep0.
-Opening ep0 itself it meets EAGAIN at least once in 50 starts; with `open = "gadgetd"` (gadgetd
-opens under its retrying policy and hands ep0..epN over as LISTEN_FDS) it never fails.
+EAGAIN or any error ends it) is an exec function the test ends after each start, so gadgetd
+starts it again and again, while 4 local processes loop O_NDELAY opens and reads of the same
+ep0. Opening ep0 itself it meets EAGAIN at least once in 50 starts; with `open = "gadgetd"`
+(gadgetd opens under its retrying policy and hands ep0..epN over as LISTEN_FDS) it never fails.
+
+The contenders pause (their ep0 closed) while the test ends the program, and go on once it is
+gone. On this kernel an open() of ep0 racing the last close of a bound instance deadlocks it
+(no_disconnect=0): the close resets the instance, whose ffs_closed() unregisters the gadget
+(gi->lock held, then functionfs_unbind() waits for ffs->mutex), while the open holds ffs->mutex,
+meets FFS_CLOSING and runs the same reset, waiting for gi->lock. Here the program holds ep0
+whenever the gadget is bound, so no contender's close is the last one then.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -18,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from gadgetd import runstate
 from tests.vm.conftest import RunningDaemon
 from tests.vm.test_exec import shared_dir
 
@@ -33,7 +43,7 @@ NAIVE = r"""
 #include <unistd.h>
 
 /* ep0 from gadgetd (LISTEN_FDS: fd 3), or one O_NDELAY open of argv[1] and the blobs argv[2]
-   and argv[3] written to it; any error ends it. Serves a moment, then exits. */
+   and argv[3] written to it; any error ends it. Serves until a signal ends it. */
 static int fail(const char *what)
 {
 	printf("start failed: %s: %s\n", what, strerror(errno));
@@ -59,14 +69,23 @@ int main(int argc, char **argv)
 		}
 	}
 	printf("started: ep0 %s\n", ep0 == 3 ? "from gadgetd" : "opened itself");
-	usleep(300000);
+	pause();
 	return 0;
 }
 """
+# Loops O_NDELAY opens and reads of ep0 (argv[1]); "pause" on stdin: answers "paused" with ep0
+# closed and waits for "go"; end of stdin: prints its counts and exits.
 CONTENDER = """
-import os, sys, time
-end, counts = time.monotonic() + float(sys.argv[2]), {"opens": 0, "failed": 0}
-while time.monotonic() < end:
+import os, select, sys
+counts = {"opens": 0, "failed": 0}
+while True:
+    if select.select([sys.stdin], [], [], 0)[0]:
+        line = sys.stdin.readline()
+        if not line:
+            break
+        print("paused", flush=True)
+        if not sys.stdin.readline():
+            break
     try:
         fd = os.open(sys.argv[1], os.O_RDWR | os.O_NDELAY)
     except OSError:
@@ -78,7 +97,7 @@ while time.monotonic() < end:
     except OSError:
         pass
     os.close(fd)
-print(counts)
+print(counts, flush=True)
 """
 
 
@@ -138,29 +157,64 @@ def starts(log: str) -> tuple[list[str], list[str]]:
     return [x for x in lines if x.startswith("started")], [x for x in lines if "failed" in x]
 
 
+def program_pid(d: RunningDaemon) -> int | None:
+    fn = (runstate.read(d.spec.name) or {}).get("functions", {}).get("naive", {})
+    return fn.get("pid") if fn.get("ready") else None
+
+
+def pause(contenders: list[subprocess.Popen]) -> None:
+    for c in contenders:
+        c.stdin.write("pause\n")
+        c.stdin.flush()
+    for c in contenders:
+        assert c.stdout.readline().strip() == "paused"
+
+
+def go(contenders: list[subprocess.Popen]) -> None:
+    for c in contenders:
+        c.stdin.write("go\n")
+        c.stdin.flush()
+
+
+def end_served_program(d: RunningDaemon, deadline: float, ended: set[int]) -> None:
+    """The program that started (ready: ep0 open, gadget bound) ended by SIGTERM; returns once
+    it is gone. ENDED: the pids ended before (the status file may name one for a moment)."""
+    while (pid := program_pid(d)) is None or pid in ended:
+        assert d.proc.poll() is None and time.monotonic() < deadline, d.read_log()[-3000:]
+        time.sleep(0.05)
+    ended.add(pid)
+    os.kill(pid, signal.SIGTERM)
+    while os.path.exists(f"/proc/{pid}"):
+        assert time.monotonic() < deadline, f"program {pid} did not end"
+        time.sleep(0.02)
+
+
 @pytest.mark.parametrize("opener", ["program", "gadgetd"])
 def test_naive_program_under_contention(naive_dir, opener):
     d = RunningDaemon(naive_template(naive_dir, opener))
-    contenders = []
+    contenders, ended = [], set()
     try:
-        # the first start uncontended (a failing first start ends the run); the program exits
-        # after each start, so the host sees the gadget only for moments: its own line counts
-        deadline = time.monotonic() + 60
-        while not starts(d.read_log())[0]:
-            assert d.proc.poll() is None and time.monotonic() < deadline, d.read_log()[-3000:]
-            time.sleep(0.2)
+        # the first start uncontended (a failing first start ends the run)
+        d.wait_bound()
+        deadline = time.monotonic() + 600
+        end_served_program(d, deadline, ended)
         ep0 = d.spec.functions["naive"].mountpoint / "ep0"
-        contenders = [subprocess.Popen([sys.executable, "-c", CONTENDER, str(ep0), "600"],
-                                       stdout=subprocess.PIPE, text=True)
+        contenders = [subprocess.Popen([sys.executable, "-c", CONTENDER, str(ep0)],
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
                       for _ in range(CONTENDERS)]
-        deadline = time.monotonic() + 540
-        while len(starts(d.read_log())[0]) + len(starts(d.read_log())[1]) < STARTS:
-            assert d.proc.poll() is None, d.read_log()[-3000:]
-            assert time.monotonic() < deadline, d.read_log()[-3000:]
-            time.sleep(0.5)
+        while (seen := sum(map(len, starts(d.read_log())))) < STARTS:
+            while sum(map(len, starts(d.read_log()))) == seen:  # the next start, contended
+                assert d.proc.poll() is None and time.monotonic() < deadline, \
+                    d.read_log()[-3000:]
+                time.sleep(0.05)
+            last = re.findall(r"naive: (start(?:ed|\s+failed)): ", d.read_log())[-1]
+            if last == "started":  # a failed start ends by itself, and gadgetd starts it again
+                pause(contenders)
+                end_served_program(d, deadline, ended)
+                go(contenders)
     finally:
         for c in contenders:
-            c.terminate()
+            c.stdin.close()
             c.wait()
         status = d.stop()
     log = d.stderr
