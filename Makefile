@@ -93,7 +93,7 @@ vm-test: setup $(BUILD)/testusb out/example-wheels/.built ## VM: fault tests (1/
 	$(HIL) vm --kernel $(KERNEL) --speed high --results out/vm-$(KERNEL_TAG) -- sh -c \
 	  '$(PY) -m pytest -q --durations=8 -m vm tests/vm $(VM_FAULTS:%=--ignore %) && $(HIL) local $(TEMPLATE) -q'
 	$(HIL) vm --kernel $(KERNEL) --speed high --results out/composite -- \
-	  $(PY) -m pytest -q -m composite tests/vm
+	  $(PY) -m pytest -q -m "composite or mtp" tests/vm
 	$(HIL) vm --kernel $(KERNEL) --systemd -- $(PY) -m pytest -q -m systemd tests/vm
 
 test-faults: setup ## Fault suites at full counts on the default and sid kernels, composites (HIL suite included) at super speed, HIL at full speed
@@ -101,6 +101,7 @@ test-faults: setup ## Fault suites at full counts on the default and sid kernels
 	$(HIL) vm --kernel $(KERNEL) --speed super -- $(HIL) local $(TEMPLATE) -q
 	$(HIL) vm --kernel $(KERNEL) --speed super --results out/composite-super -- \
 	  $(PY) -m pytest -q -m composite tests/vm
+	$(HIL) vm --kernel $(KERNEL) -- env GADGETD_FAULT_SCALE=1 $(PY) -m pytest -q -m mtp tests/vm
 	for k in $(KERNEL) debian:sid; do \
 	  $(HIL) vm --kernel $$k --timeout 14400 --results out/faults-full-$${k#debian:} -- \
 	    env GADGETD_FAULT_SCALE=1 $(PY) -m pytest -q -m faults tests/vm || exit 1; \
