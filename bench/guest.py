@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -20,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import bringup  # noqa: E402
 from gadgetd import runstate, syscalls, templates  # noqa: E402
 from gadgetd.configfs import GADGETS as CFG  # noqa: E402
 from gadgetd.repro.report import percentiles  # noqa: E402
@@ -237,6 +239,27 @@ def ep0_open_cost(seconds: float) -> dict:
     return {mode: percentiles(samples) for mode, samples in result.items()}
 
 
+def traced_bring_up(out: Path) -> dict:
+    """One more bring-up of gadgetd under strace with import timing on: its phases (the
+    clock is the wall clock here, strace's), and the slowest imports."""
+    trace, log = out / "bringup.strace", out / "bringup.log"
+    strategy = GadgetStrategy(templates.path("sourcesink"), log_file=open(log, "w+"),
+                              command=(*bringup.STRACE, "-o", str(trace), "env",
+                                       "PYTHONPROFILEIMPORTTIME=1",
+                                       str(ROOT / ".venv/bin/gadgetd")))
+    strategy.start()
+    try:
+        wait_configured(GADGET_ZERO)
+        configured = time.time()
+    finally:  # strace's child is gadgetd (env execs it): its SIGTERM ends strace too
+        pid = strategy.daemon.pid
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            os.kill(int(child), signal.SIGTERM)
+        strategy.daemon.wait(60)
+    found = {**bringup.events(trace.read_text()), "configured": configured}
+    return {"phases": bringup.phases(found), "imports": bringup.imports(log.read_text())}
+
+
 def profile_out(build: Path, side: Gadgetd, seconds: float, out: Path) -> None:
     """py-spy on the worker while the host writes: where the data path's time goes."""
     pyspy = ROOT / ".venv/bin/py-spy"
@@ -290,7 +313,8 @@ def main() -> int:
             print(json.dumps(row), flush=True)
         rows.append({"run": run, "side": "python", "bring_up_s": round(python_start_s(), 4)})
     results = {"kernel": os.uname().release, "usb": os.environ["GADGETD_USB"], "size": SIZE,
-               "depth": DEPTH, "bytes": BYTES, "rows": rows, "ep0_open_ms": ep0_open_cost(20)}
+               "depth": DEPTH, "bytes": BYTES, "rows": rows, "ep0_open_ms": ep0_open_cost(20),
+               "bring_up": traced_bring_up(args.out)}
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
     return 0
 

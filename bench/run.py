@@ -132,6 +132,14 @@ def render(results: dict, table: dict) -> tuple[str, dict]:
         for direction in ("in", "out"):
             for failure in dict.fromkeys(e.get(f"{direction}_failures") or []):
                 lines.append(f"{'':<15} {direction.upper()} failed: {failure}")
+    traced = results.get("bring_up")
+    if traced:
+        lines += ["", "gadgetd's bring-up, one traced run (strace on the step syscalls only; "
+                  "import timing on): " + "; ".join(
+                      f"{name} {'-' if s is None else f'{s:.3f} s'}"
+                      for name, s in traced["phases"]),
+                  "slowest top-level imports (supervisor and worker): " + ", ".join(
+                      f"{name} {s:.3f} s" for name, s in traced["imports"])]
     ep0 = results["ep0_open_ms"]
     lines += ["", "ep0 open under contention (ms, p50/p99/max): "
               + "; ".join(f"{mode} {v.get('p50')}/{v.get('p99')}/{v.get('max')} (n={v.get('n')})"
