@@ -26,6 +26,9 @@ GADGETD = (sys.executable, "-m", "gadgetd")
 # The supervisor's bring-up steps: configfs directories and links, mount points and mounts.
 STEPS = ("mkdir", "mkdirat", "symlink", "symlinkat", "mount")
 FULL = float(os.environ.get("GADGETD_FAULT_SCALE", "0.1")) >= 1  # make test-faults
+# Seconds a traced gadgetd may take to come up: strace stops it at every syscall, and under
+# software emulation with a cold 9p cache its imports alone took over 60 s (CI, 2026-12-05).
+TRACED_START = 300
 
 
 def each_step(calls: list[tuple[str, int, str]]) -> list[tuple[str, int]]:
@@ -73,6 +76,26 @@ def gadget_pid(strace_pid: int, timeout=30.0) -> int:
     raise AssertionError("strace started no gadgetd")
 
 
+def where_it_hangs(strace_pid: int, log: Path) -> tuple[int, str]:
+    """What a traced gadgetd that did not exit is doing: (its pid, its processes (state,
+    wchan), the Python stack py-spy reads once strace is gone (a traced process cannot be
+    read), and the calls strace injected into and saw last)."""
+    pid = gadget_pid(strace_pid, timeout=1)
+    signals = [line for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+               if line.startswith(("SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt"))]
+    ps = subprocess.run(["ps", "-o", "pid,ppid,stat,wchan:30,args", "--ppid", str(pid), "-p",
+                         str(pid)], capture_output=True, text=True).stdout
+    os.kill(strace_pid, signal.SIGKILL)  # its tracee is detached, not killed
+    time.sleep(1)
+    pyspy = Path(sys.executable).parent / "py-spy"
+    dump = subprocess.run([str(pyspy), "dump", "--pid", str(pid)], capture_output=True,
+                          text=True, timeout=60)
+    lines = log.read_text().splitlines() if log.exists() else []
+    injected = [line for line in lines if "INJECTED" in line]
+    return pid, "\n".join([ps, *signals, dump.stdout + dump.stderr, "strace:", *injected, "...",
+                           *lines[-15:]])
+
+
 def no_residue(spec) -> None:
     assert configfs.leftovers(spec) == [], "configfs residue or stale mounts"
     assert not configfs.gadget_dir(spec.name).exists()
@@ -118,7 +141,7 @@ def test_sigkill_during_bring_up_does_not_block_the_next_start(daemon, loopback_
     before the first mkdir lets the next start (no --replace, as the unit runs it) clean up."""
     proc = subprocess.run(traced("inject=mount:signal=SIGKILL:when=1")
                           + ("run", str(loopback_template)), capture_output=True, text=True,
-                          timeout=120)
+                          timeout=TRACED_START)
     spec = template.load(loopback_template)
     assert proc.returncode != 0 and configfs.gadget_dir(spec.name).exists()
     d = daemon()
@@ -137,7 +160,15 @@ def test_sigterm_after_each_bring_up_step_stops_within_10_s(loopback_template, t
         proc = subprocess.Popen(traced(f"inject={syscall}:signal=SIGTERM:when={n}", log=log)
                                 + ("run", str(loopback_template)), stderr=subprocess.PIPE,
                                 text=True)
-        _, stderr = proc.communicate(timeout=60)
+        try:
+            _, stderr = proc.communicate(timeout=TRACED_START)
+        except subprocess.TimeoutExpired:
+            pid, hang = where_it_hangs(proc.pid, log)
+            os.kill(pid, signal.SIGKILL)
+            _, stderr = proc.communicate(timeout=30)
+            raise AssertionError(f"{syscall} #{n}: no exit {TRACED_START} s after starting\n"
+                                 f"{hang}\n"
+                                 f"gadgetd:\n{stderr[-3000:]}") from None
         ended = time.time()
         took[f"{syscall}#{n}"] = round(ended - nth_call(log, syscall, n), 2)
         assert proc.returncode == 0, f"{syscall} #{n}: {stderr}"
@@ -154,7 +185,7 @@ def until_served_or_failed(command: tuple[str, ...], spec) -> tuple[int, str, bo
     with tempfile.TemporaryFile("w+") as err:
         tracer = subprocess.Popen(command, stderr=err, text=True)
         selector = DeviceSelector(spec.id_vendor, spec.id_product)
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + TRACED_START
         served = False
         while tracer.poll() is None and not served:
             assert time.monotonic() < deadline, "neither served nor failed"
@@ -286,7 +317,7 @@ def test_two_daemons_racing_for_one_gadget(loopback_template):
 
 
 def wait_for_device_of(spec):
-    return wait_for_device(DeviceSelector(spec.id_vendor, spec.id_product), 90)
+    return wait_for_device(DeviceSelector(spec.id_vendor, spec.id_product), TRACED_START)
 
 
 def test_a_reload_that_does_not_come_up_restores_the_gadget(daemon, loopback_template):
