@@ -25,7 +25,7 @@ BUILD := out/bench-build
 SYSUSERS := gadgetd/systemd/gadgetd.sysusers
 
 .PHONY: help setup system-packages system-user demo repro repro-full bench bench-detection test unit-test vm-test \
-	repro-test test-faults test-armel usbip-test test-two-machines test-kernel-tree test-composite bench-usbip lint
+	repro-test test-faults test-armel usbip-test usbip-repro test-two-machines test-kernel-tree test-composite bench-usbip lint
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -93,10 +93,10 @@ vm-test: setup $(BUILD)/testusb out/example-wheels/.built ## VM: fault tests (1/
 	$(HIL) vm --kernel $(KERNEL) --speed high --results out/vm-$(KERNEL_TAG) -- sh -c \
 	  '$(PY) -m pytest -q --durations=8 -m vm tests/vm $(VM_FAULTS:%=--ignore %) && $(HIL) local $(TEMPLATE) -q'
 	$(HIL) vm --kernel $(KERNEL) --speed high --results out/composite -- \
-	  $(PY) -m pytest -q -m "composite or mtp" tests/vm
+	  $(PY) -m pytest -q -m "composite or mtp" -k "not pizero" tests/vm
 	$(HIL) vm --kernel $(KERNEL) --systemd -- $(PY) -m pytest -q -m systemd tests/vm
 
-test-faults: setup ## Fault suites at full counts on the default and sid kernels, composites (HIL suite included) at super speed, HIL at full speed
+test-faults: setup usbip-repro ## Fault suites at full counts (default and sid kernels), composites at super speed (HIL suite and the Pi Zero one included), MTP's 20 kills, HIL at full and super speed, repro over USB/IP
 	$(HIL) vm --kernel $(KERNEL) --speed full -- $(HIL) local $(TEMPLATE) -q
 	$(HIL) vm --kernel $(KERNEL) --speed super -- $(HIL) local $(TEMPLATE) -q
 	$(HIL) vm --kernel $(KERNEL) --speed super --results out/composite-super -- \
@@ -122,9 +122,11 @@ repro-test: setup ## On the pinned regression kernel: gadgetd trace's tests, the
 	$(HIL) vm --kernel $(REPRO_KERNEL) --results out/repro-test -- $(PY) -m pytest -q -m regression tests/vm
 	$(HIL) matrix --kernels $(REPRO_KERNEL) --check $(REPRO_EXPECT) --out out/repro-test
 
-usbip-test: setup ## USB/IP in one kernel (usbip-vudc to vhci-hcd, no dummy_hcd): HIL suite, then repro --host remote
+usbip-test: setup ## USB/IP in one kernel (usbip-vudc to vhci-hcd, no dummy_hcd): the HIL suite and re-attach tests
 	$(HIL) vm --kernel $(REPRO_KERNEL) --usb usbip-loopback --results out/usbip-test -- \
 	  $(PY) -m pytest -q -m usbip tests/vm
+
+usbip-repro: setup ## USB/IP in one kernel: repro --host remote, 'gadgetd-hil drive' as the host (in test-faults)
 	$(HIL) matrix --kernels $(REPRO_KERNEL) --usb usbip-loopback $(USBIP_SCENARIOS) --check \
 	  --expect present --expect-scenario contended_open=present \
 	  --expect-scenario deactivated_reopen=present --out out/usbip-test
