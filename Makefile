@@ -86,12 +86,15 @@ out/example-wheels/.built: $(wildcard examples/gadgetd-greeting/*.toml examples/
 	touch $@
 
 VM_FAULTS = tests/vm/test_faults.py tests/vm/test_hardening.py
+# In test-faults only (make test's hour: on this machine with a cold 9p cache it took 3 minutes);
+# the two-machine lab drives a board over SSH too.
+VM_SLOW = tests/vm/test_ssh_board.py
 
 vm-test: setup $(BUILD)/testusb out/example-wheels/.built ## VM: fault tests (1/10 counts), kernel and lifecycle tests, composites, systemd unit, HIL suite
 	$(HIL) vm --kernel $(KERNEL) --speed high --results out/faults-$(KERNEL_TAG) -- \
 	  $(PY) -m pytest -q --durations=8 -m vm $(VM_FAULTS)
 	$(HIL) vm --kernel $(KERNEL) --speed high --results out/vm-$(KERNEL_TAG) -- sh -c \
-	  '$(PY) -m pytest -q --durations=8 -m vm tests/vm $(VM_FAULTS:%=--ignore %) && $(HIL) local $(TEMPLATE) -q'
+	  '$(PY) -m pytest -q --durations=8 -m vm tests/vm $(VM_FAULTS:%=--ignore %) $(VM_SLOW:%=--ignore %) && $(HIL) local $(TEMPLATE) -q'
 	$(HIL) vm --kernel $(KERNEL) --speed high --results out/composite -- \
 	  $(PY) -m pytest -q -m "composite or mtp" -k "not pizero" tests/vm
 	$(HIL) vm --kernel $(KERNEL) --systemd -- $(PY) -m pytest -q -m systemd tests/vm
@@ -102,6 +105,8 @@ test-faults: setup usbip-repro ## Fault suites at full counts (default and sid k
 	$(HIL) vm --kernel $(KERNEL) --speed super --results out/composite-super -- \
 	  $(PY) -m pytest -q -m composite tests/vm
 	$(HIL) vm --kernel $(KERNEL) -- env GADGETD_FAULT_SCALE=1 $(PY) -m pytest -q -m mtp tests/vm
+	$(HIL) vm --kernel $(KERNEL) -- $(PY) -m pytest -q -m vm $(VM_SLOW)
+	$(MAKE) usbip-test USBIP_FULL=1
 	for k in $(KERNEL) debian:sid; do \
 	  $(HIL) vm --kernel $$k --timeout 14400 --results out/faults-full-$${k#debian:} -- \
 	    env GADGETD_FAULT_SCALE=1 $(PY) -m pytest -q -m faults tests/vm || exit 1; \
@@ -122,9 +127,9 @@ repro-test: setup ## On the pinned regression kernel: gadgetd trace's tests, the
 	$(HIL) vm --kernel $(REPRO_KERNEL) --results out/repro-test -- $(PY) -m pytest -q -m regression tests/vm
 	$(HIL) matrix --kernels $(REPRO_KERNEL) --check $(REPRO_EXPECT) --out out/repro-test
 
-usbip-test: setup ## USB/IP in one kernel (usbip-vudc to vhci-hcd, no dummy_hcd): the HIL suite and re-attach tests
+usbip-test: setup ## USB/IP in one kernel (usbip-vudc to vhci-hcd, no dummy_hcd): re-attach tests; the HIL suite over it with USBIP_FULL=1 (test-faults)
 	$(HIL) vm --kernel $(REPRO_KERNEL) --usb usbip-loopback --results out/usbip-test -- \
-	  $(PY) -m pytest -q -m usbip tests/vm
+	  $(PY) -m pytest -q -m usbip $(if $(USBIP_FULL),,-k "not hil_suite") tests/vm
 
 usbip-repro: setup ## USB/IP in one kernel: repro --host remote, 'gadgetd-hil drive' as the host (in test-faults)
 	$(HIL) matrix --kernels $(REPRO_KERNEL) --usb usbip-loopback $(USBIP_SCENARIOS) --check \
