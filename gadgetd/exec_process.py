@@ -65,7 +65,9 @@ def _open_for_program(fn) -> list[tuple[str, int]]:
             ep0._retrying(lambda _, b=blob: os.write(ep0.fd, b))
     else:
         ep0.write_descriptors(fn, 0)
-    files = [("ep0", ep0.fd)]
+    # Ep0's file object closes its fd when it goes: the program gets a duplicate of its own
+    files = [("ep0", os.dup(ep0.fd))]
+    ep0.close()
     for path in _ep_files(fn.mountpoint):
         files.append((path.name, ffs.open_file(path, policy, stats, nonblock=False)))
     for _, fd in files:

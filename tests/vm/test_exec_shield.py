@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from gadgetd import runstate
+from gadgetd.errors import SetupError
 from tests.vm.conftest import RunningDaemon
 from tests.vm.test_exec import shared_dir
 
@@ -195,7 +196,10 @@ def test_naive_program_under_contention(naive_dir, opener):
     contenders, ended = [], set()
     try:
         # the first start uncontended (a failing first start ends the run)
-        d.wait_bound()
+        try:
+            d.wait_bound()
+        except SetupError as exc:
+            raise AssertionError(f"{exc}\n{d.read_log()[-4000:]}") from None
         deadline = time.monotonic() + 600
         end_served_program(d, deadline, ended)
         ep0 = d.spec.functions["naive"].mountpoint / "ep0"
