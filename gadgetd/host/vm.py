@@ -163,9 +163,9 @@ def run(kernel: Kernel, command: list[str], speed: str = "high", timeout: float 
     # both streams share, and the copy threads stream the guest's output as it comes.
     if systemd:
         # The serial console carries systemd's boot; the command's output is in `log`.
-        with open(result_dir / "console", "wb") as console:
+        with open(result_dir / "console", "wb") as serial:
             proc = subprocess.Popen(argv, start_new_session=True, stdin=subprocess.DEVNULL,
-                                    env=env, stdout=console, stderr=subprocess.STDOUT)
+                                    env=env, stdout=serial, stderr=subprocess.STDOUT)
         (result_dir / "log").touch()
         copiers = [threading.Thread(target=_follow, args=(result_dir / "log", console or
                                                           sys.stdout.buffer, proc),
