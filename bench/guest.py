@@ -57,22 +57,24 @@ def wait_configured(device: str, timeout: float = 60.0) -> float:
     raise TimeoutError(f"{device} was not configured within {timeout:g} s")
 
 
-def vmhwm_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
-
-
-def pss_kib(pid: int) -> int:
-    """Proportional set size: shared pages (the interpreter, libraries) split among sharers."""
+def proc_kib(pid: int, file: str, field: str) -> int:
+    """A "Field: N kB" line of /proc/PID/FILE (0 once the process is gone)."""
     try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
+        for line in Path(f"/proc/{pid}/{file}").read_text().splitlines():
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1])
     except OSError:
         pass
     return 0
+
+
+def vmhwm_kib(pid: int) -> int:
+    return proc_kib(pid, "status", "VmHWM")
+
+
+def pss_kib(pid: int) -> int:
+    """Proportional set size: shared pages (the interpreter, libraries) split among sharers."""
+    return proc_kib(pid, "smaps_rollup", "Pss")
 
 
 class PssPeak:
@@ -89,12 +91,14 @@ class PssPeak:
             self._stop.wait(PSS_PERIOD)
 
     def __enter__(self) -> PssPeak:
-        self._thread.start()
+        if self.pids:  # nothing to sample for the other sides
+            self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
 
 
 def python_start_s() -> float:
