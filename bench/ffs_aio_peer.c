@@ -12,7 +12,9 @@
  * Source: QUEUE_DEPTH writes of REQUEST_SIZE zero bytes (pattern 0) on the bulk IN endpoint.
  * Sink: QUEUE_DEPTH reads of REQUEST_SIZE bytes on the bulk OUT endpoint, data discarded.
  * Each request is submitted again as soon as it completes, while the function is enabled.
- * Every SETUP request is STALLed (this peer implements no control requests).
+ * Control: Gadget Zero's vendor echo, as gadgetd's sourcesink answers it (0x5b, OUT, device
+ * recipient: store up to 4096 bytes; 0x5c, IN: return them, zero padded); every other SETUP is
+ * STALLed. It gives the control round trip of a FunctionFS program written in C.
  *
  * The descriptor blob decides which endpoint file is which: epN is the N-th endpoint descriptor,
  * and the blob must have exactly one bulk IN and one bulk OUT endpoint (sourcesink.toml: ep1 IN,
@@ -387,6 +389,33 @@ static void stall(struct peer *p, const struct usb_ctrlrequest *setup)
 		     setup->bRequest, r < 0 ? strerror(errno) : "the call succeeded");
 }
 
+/* Gadget Zero's vendor requests (f_sourcesink.c), answered from one buffer. */
+#define GZ_WRITE 0x5b
+#define GZ_READ 0x5c
+#define GZ_MAX 4096
+static unsigned char control_buffer[GZ_MAX];
+
+/* The data stage of an echo request; false when the SETUP is not one (it is STALLed then). */
+static bool echo(struct peer *p, const struct usb_ctrlrequest *s)
+{
+	size_t len = le16toh(s->wLength);
+	bool in = s->bRequestType & USB_DIR_IN;
+	ssize_t r;
+
+	if ((s->bRequestType & (USB_TYPE_MASK | USB_RECIP_MASK)) != (USB_TYPE_VENDOR | USB_RECIP_DEVICE)
+	    || s->wValue || s->wIndex || len > GZ_MAX
+	    || !((s->bRequest == GZ_WRITE && !in) || (s->bRequest == GZ_READ && in)))
+		return false;
+	do
+		r = in ? write(p->ep0, control_buffer, len) : read(p->ep0, control_buffer, len);
+	while (r < 0 && errno == EINTR);
+	if (r < 0 && errno == EIDRM)
+		p->st.setups_cancelled++;
+	else if (r < 0)
+		note("echo %02x of %zu bytes: %s", s->bRequest, len, strerror(errno));
+	return true;
+}
+
 static const char *event_name(unsigned type)
 {
 	switch (type) {
@@ -436,6 +465,8 @@ static void handle_ep0(struct peer *p, const char *ep0_path)
 			p->running = false;
 			break;
 		case FUNCTIONFS_SETUP:
+			if (echo(p, s))
+				break;
 			note("SETUP bRequestType %02x bRequest %02x wValue %04x wIndex %04x "
 			     "wLength %u: STALL", s->bRequestType, s->bRequest,
 			     le16toh(s->wValue), le16toh(s->wIndex), le16toh(s->wLength));

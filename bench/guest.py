@@ -31,6 +31,7 @@ SIZE, DEPTH, BYTES = 65536, 8, 64 << 20  # host_bulk's fixed request size, queue
 SETTLE = 1.0  # seconds every side gets between configuration and traffic: steady state, not start-up
 PSS_PERIOD = 0.05  # seconds between smaps_rollup samples (20 Hz)
 GADGET_ZERO, FFS_EXAMPLE = "0525:a4a0", "0525:a4a4"
+CTRL = ("-c", "2000", "-l", "64")  # host_bulk ctrl: 2000 round trips of Gadget Zero's echo, 64 bytes
 
 
 def udc() -> str:
@@ -264,16 +265,18 @@ def traced_bring_up(out: Path) -> dict:
     return {"phases": bringup.phases(found), "imports": bringup.imports(log.read_text())}
 
 
-def profile_out(build: Path, side: Gadgetd, seconds: float, out: Path) -> None:
-    """py-spy on the worker while the host writes: where the data path's time goes."""
+def profile(build: Path, side: Gadgetd, out: Path) -> None:
+    """py-spy on the worker while the host writes, then while it sends control requests: where
+    the time of the data path and of a control round trip goes (collapsed stacks)."""
     pyspy = ROOT / ".venv/bin/py-spy"
-    record = subprocess.Popen([str(pyspy), "record", "--pid", str(side.worker_pid()),
-                               "--duration", str(int(seconds)), "--format", "nonblock-once",
-                               "--output", str(out / "profile-out.txt"), "--nonblocking"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1)
-    host_bulk(build, side.device, "out")
-    record.wait(120)
+    for name, mode, extra, seconds in (("out", "out", (), 8), ("ctrl", "ctrl", CTRL, 10)):
+        record = subprocess.Popen([str(pyspy), "record", "--pid", str(side.worker_pid()),
+                                   "--duration", str(seconds), "--format", "raw",
+                                   "--output", str(out / f"profile-{name}.txt"), "--nonblocking"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1)
+        host_bulk(build, side.device, mode, *extra)
+        record.wait(120)
 
 
 def main() -> int:
@@ -305,12 +308,12 @@ def main() -> int:
                         row[direction] = host_bulk(build, side.device, direction)
                 if side.name == "gadgetd":
                     row["pss_kib"] = pss.peak_kib
-                if side.name in ("gadgetd", "kernel"):
-                    row["ctrl"] = host_bulk(build, side.device, "ctrl", "-c", "2000", "-l", "64")
+                if side.name in ("gadgetd", "kernel", "ffs_aio_peer"):  # the C peer: FunctionFS's floor
+                    row["ctrl"] = host_bulk(build, side.device, "ctrl", *CTRL)
                 if side.name == "gadgetd":
                     row["rss_kib"] = side.rss_kib()
                     if run == 0:
-                        profile_out(build, side, 8, args.out)
+                        profile(build, side, args.out)
             finally:
                 side.down()
             rows.append(row)

@@ -17,6 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import pyspy  # noqa: E402
 from gadgetd.host import kernels, vm  # noqa: E402
 
 LINKS = {"dummy": "dummy_hcd", "usbip-loopback": "USB/IP: usbip-vudc to vhci-hcd over loopback TCP"}
@@ -115,6 +116,7 @@ def render(results: dict, table: dict) -> tuple[str, dict]:
         "bring_up_vs_ffs_test": ratio(g.get("bring_up_s"), f.get("bring_up_s")),
         "ctrl_p50_vs_kernel": ratio(g.get("ctrl_p50_us"), k.get("ctrl_p50_us")),
         "ctrl_p99_vs_kernel": ratio(g.get("ctrl_p99_us"), k.get("ctrl_p99_us")),
+        "ctrl_p50_c_peer_vs_kernel": ratio(p.get("ctrl_p50_us"), k.get("ctrl_p50_us")),
     }
     runs = len({r["run"] for r in results["rows"]})
     lines = [f"bench on {results['kernel']} ({LINKS[results['usb']]}, high speed): "
@@ -140,6 +142,10 @@ def render(results: dict, table: dict) -> tuple[str, dict]:
                       for name, s in traced["phases"]),
                   "slowest top-level imports (supervisor and worker): " + ", ".join(
                       f"{name} {s:.3f} s" for name, s in traced["imports"])]
+    for name, found in results.get("profiles", {}).items():
+        lines += ["", f"py-spy on gadgetd's worker during {name} ({found['samples']} samples), "
+                  "share of samples, self: " + ", ".join(f"{f} {v:.0%}" for f, v in found["self"]),
+                  "  total: " + ", ".join(f"{f} {v:.0%}" for f, v in found["total"])]
     ep0 = results["ep0_open_ms"]
     lines += ["", "ep0 open under contention (ms, p50/p99/max): "
               + "; ".join(f"{mode} {v.get('p50')}/{v.get('p99')}/{v.get('max')} (n={v.get('n')})"
@@ -186,7 +192,8 @@ def main() -> int:
     build = ROOT / "out" / "bench-build"
     subprocess.run(["sh", str(ROOT / "bench/build.sh"), str(build)], check=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").unlink(missing_ok=True)
+    for stale in ("results.json", "profile-out.txt", "profile-ctrl.txt"):
+        (args.out / stale).unlink(missing_ok=True)
     result = vm.run(kernels.resolve(args.kernel),
                     [sys.executable, str(ROOT / "bench/guest.py"), "--build", str(build),
                      "--runs", str(args.runs), "--out", str(args.out)],
@@ -195,6 +202,9 @@ def main() -> int:
         print(f"bench: the VM run failed (exit {result.status})", file=sys.stderr)
         return 1
     results = json.loads((args.out / "results.json").read_text())
+    results["profiles"] = {  # bench/guest.py's py-spy runs on gadgetd's worker
+        name: pyspy.top(path.read_text()) for name in ("out", "ctrl")
+        if (path := args.out / f"profile-{name}.txt").exists()}
     table = summarize(results)
     text, verdict = render(results, table)
     chart(table, args.out / "bench.png", results["usb"])

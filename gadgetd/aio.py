@@ -2,6 +2,9 @@
 
 A fixed pool of page-aligned buffers bounds memory; each completion runs a callback. Submitting
 to a disabled endpoint fails fast (the ep files are opened O_NONBLOCK) instead of blocking.
+Blocks a completion submits again go back to the kernel together, in one io_submit once the
+completions at hand are processed: half the Python and syscall cost per request of one io_submit
+each.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ class AioQueue:
         self.ctx = libaio.AIOContext(depth)
         self.eventfd = libaio.EventFD(flags=libaio.EFD_NONBLOCK | libaio.EFD_CLOEXEC)
         self.in_flight = 0
+        self._again: list[tuple[libaio.AIOBlock, list, object]] = []
 
     def fileno(self) -> int:
         return self.eventfd.fileno()
@@ -40,6 +44,11 @@ class AioQueue:
         self.in_flight += 1
         return True
 
+    def resubmit(self, block: libaio.AIOBlock, idle: list, item) -> None:
+        """From a completion callback: submit `block` again with the other blocks the current
+        completions give back; if the endpoint refuses it, `item` goes back to `idle`."""
+        self._again.append((block, idle, item))
+
     def process(self) -> None:
         """Run callbacks of finished blocks (called when the eventfd is readable)."""
         try:
@@ -48,6 +57,21 @@ class AioQueue:
             return
         while self.in_flight and self._reap():
             pass
+        if self._again:
+            self._submit_again()
+
+    def _submit_again(self) -> None:
+        again, self._again = self._again, []
+        try:
+            done = self.ctx.submit([block for block, _, _ in again])
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.ESHUTDOWN):
+                raise
+            done = 0
+        self.in_flight += done
+        for block, idle, item in again[done:]:  # past a refusal: each on its own
+            if not self.submit(block):
+                idle.append(item)
 
     def _reap(self) -> int:
         """Collect finished blocks (running their callbacks) without waiting. Waiting is done on

@@ -11,7 +11,7 @@ import click
 from gadgetd import __version__, host_quirks, template, templates
 from gadgetd.errors import GadgetdError
 from gadgetd.model import BLOCKING, NONBLOCK
-from gadgetd.repro.report import SCENARIOS
+from gadgetd.repro import SCENARIOS
 
 
 def setup_logging(verbose: bool) -> None:

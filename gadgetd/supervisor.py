@@ -25,7 +25,6 @@ from dataclasses import replace
 from gadgetd import configfs, controllers, ffs, leftovers, ownership, registry, runstate, udc, worker
 from gadgetd.errors import GadgetdError, SetupError, TemplateError
 from gadgetd.eventloop import EventLoop
-from gadgetd.exec_process import ExecProcess
 from gadgetd.model import FunctionSpec, GadgetSpec
 from gadgetd.notify import Notifier
 from gadgetd.ownership import Claim
@@ -115,7 +114,9 @@ class Supervisor:
         self._write_state()
 
     def _spawn(self, fn: FunctionSpec, on_ready, on_gone) -> WorkerProcess:
-        kind = ExecProcess if registry.get(fn.type).kind == "exec" else WorkerProcess
+        kind = WorkerProcess
+        if registry.get(fn.type).kind == "exec":  # imported only when a template has one
+            from gadgetd.exec_process import ExecProcess as kind
         return kind(fn, self.loop, on_ready, on_gone).start(READY_TIMEOUT)
 
     def _fatal(self, message: str) -> None:

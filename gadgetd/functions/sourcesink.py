@@ -109,7 +109,9 @@ class SourceSink(AioFunction):
                 break
 
     def _resubmit(self, block, idle: list, item) -> None:
-        if not (self.running and self.queue.submit(block)):
+        if self.running:
+            self.queue.resubmit(block, idle, item)
+        else:
             idle.append(item)
 
     def _written(self, block, res, _res2) -> None:

@@ -13,7 +13,7 @@ import click
 from gadgetd import __version__
 from gadgetd.errors import GadgetdError
 from gadgetd.host import kernels, usbip
-from gadgetd.repro.report import SCENARIOS
+from gadgetd.repro import SCENARIOS
 
 
 def _fail(exc: GadgetdError):

@@ -7,11 +7,10 @@ import re
 from dataclasses import dataclass, field
 
 from gadgetd.model import BLOCKING, NONBLOCK
+from gadgetd.repro import SCENARIOS
 
 PRESENT, ABSENT, INCONCLUSIVE = "present", "absent", "inconclusive"
 EXIT_STATUS = {ABSENT: 0, PRESENT: 1, INCONCLUSIVE: 125}
-SCENARIOS = ("contended_open", "deactivated_set_alt", "open_race", "delayed_open",
-             "deactivated_reopen", "read_after_unbind")
 # The verdict is about the open() regression and the ep0 read that holds ffs->mutex; the other
 # two probe older races beside them.
 VERDICT_SCENARIOS = ("contended_open", "delayed_open", "deactivated_reopen", "read_after_unbind")

@@ -1,0 +1,42 @@
+"""The function registry's lookup of gadgetd's own types (gadgetd.registry)."""
+
+import subprocess
+import sys
+import tomllib
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from gadgetd import registry
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_own_types_mirror_the_entry_points_pyproject_declares():
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert registry.OWN == declared["project"]["entry-points"][registry.GROUP]
+    installed = {ep.name: ep.value for ep in entry_points(group=registry.GROUP)}
+    assert registry.OWN.items() <= installed.items()
+
+
+def test_every_own_type_loads_as_the_type_of_its_name():
+    for name in registry.OWN:
+        assert registry.get(name).name == name
+
+
+def test_serving_own_types_reads_no_distribution_metadata():
+    # The run path up to the workers: the CLI, a template of gadgetd's own types, the supervisor.
+    code = ("import sys; import gadgetd.cli, gadgetd.supervisor; from gadgetd import template, "
+            "templates\nfor name in ('sourcesink', 'pizero-composite', 'mtp'): "
+            "template.load(templates.path(name))\nprint('importlib.metadata' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_unknown_type_names_every_registered_one():
+    try:
+        registry.get("no-such-type")
+    except registry.RegistryError as exc:
+        assert "no function type 'no-such-type' is registered" in str(exc)
+        assert "loopback" in str(exc) and "mass_storage" in str(exc)
+    else:
+        raise AssertionError("no error for an unregistered type")
