@@ -53,6 +53,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 setup: system-packages system-user $(VENV)/.installed ## Debian packages and the gadgetd user (as root), the venv, editable install
+	@# bytecode of what changed since: the VM cannot write it, and compiles it at every start
+	$(VENV)/bin/python -m compileall -q gadgetd bench
 
 demo: setup ## Boot the default kernel in QEMU, serve the loopback gadget, enumerate it, loop data
 	$(HIL) vm --kernel $(KERNEL) -- $(HIL) demo $(TEMPLATE)

@@ -99,11 +99,11 @@ def bounded(call, remaining: float, timeout: type[DeadlineExceeded], what: str):
     """call(), a single interruptible syscall (gadgetd.syscalls' *_interruptible), waiting at
     most `remaining` s; past that, raises `timeout`.
 
-    SIGALRM interrupts it; its handler raises nothing, so a timer that fires after the call
-    returned neither makes a miss nor loses its result. The timer repeats every 10 ms past the
-    deadline, in case the first signal came before the call had started to wait. Another
-    signal's interruption is retried. It applies in the main thread only; elsewhere the call
-    is unbounded.
+    SIGALRM interrupts it; its handler (installed at the first call) raises nothing, so a timer
+    that fires after the call returned neither makes a miss nor loses its result. The timer
+    repeats every 10 ms past the deadline, in case the first signal came before the call had
+    started to wait. Another signal's interruption is retried. It applies in the main thread
+    only; elsewhere the call is unbounded.
     """
     if threading.current_thread() is not threading.main_thread():
         while True:
@@ -112,7 +112,10 @@ def bounded(call, remaining: float, timeout: type[DeadlineExceeded], what: str):
             except InterruptedError:
                 continue
     deadline = time.monotonic() + remaining
-    previous = signal.signal(signal.SIGALRM, _ignore_alarm)
+    # Installed once and left: no other SIGALRM is ours, and a late one is then harmless. Per
+    # call, with the old handler put back, it was two more syscalls around every data stage.
+    if signal.getsignal(signal.SIGALRM) is not _ignore_alarm:
+        signal.signal(signal.SIGALRM, _ignore_alarm)
     signal.setitimer(signal.ITIMER_REAL, max(remaining, 0.001), 0.01)
     try:
         while True:
@@ -124,7 +127,6 @@ def bounded(call, remaining: float, timeout: type[DeadlineExceeded], what: str):
                                   f"{what} still waiting after {remaining:.3f} s") from None
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def open_bounded(path: Path, flags: int, remaining: float) -> int:
