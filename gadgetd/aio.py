@@ -55,8 +55,11 @@ class AioQueue:
             self.eventfd.read()
         except BlockingIOError:
             return
-        while self.in_flight and self._reap():
-            pass
+        # One io_getevents takes every completion there is (nr >= in flight); one that lands
+        # after it signals the eventfd again. Reaping until none was left cost a second
+        # io_getevents per wake-up, one syscall of the five the data path made per request.
+        if self.in_flight:
+            self._reap()
         if self._again:
             self._submit_again()
 
