@@ -2,7 +2,7 @@
 that mark a step, through seccomp-bpf, so the rest runs at full speed) with Python's import
 timing on, read back into phases from exec to the host reading bConfigurationValue.
 
-    exec                 strace's execve of the console script
+    exec                 the execve of the console script
     configfs             the first mkdir under /sys/kernel/config
     mount                mount(2) of the FunctionFS instance
     descriptors          the first write to an ep0 (the worker has forked, imported, opened ep0)
@@ -26,7 +26,9 @@ PHASES = (  # (name, from event, to event)
     ("ready to bind", "strings", "bind"),
     ("enumeration", "bind", "configured"),
 )
-_LINE = re.compile(r"^(\d+)\s+(\d+\.\d+)\s+(\w+)\((.*)\)\s+=\s+(-?\d+)")
+# A call's line, finished ("= N") or cut by another process's ("<unfinished ...>": its start
+# time counts, the result comes on a "<... resumed>" line of its own)
+_LINE = re.compile(r"^(\d+)\s+(\d+\.\d+)\s+(\w+)\((.*?)(?:\)\s+=\s+(-?\d+)|\s*<unfinished \.\.\.>)")
 _IMPORT = re.compile(r"^import time:\s+(\d+)\s+\|\s+(\d+)\s+\|( *)(\S+)")
 
 
@@ -40,10 +42,10 @@ def events(trace: str) -> dict[str, float]:
 
     for line in trace.splitlines():
         m = _LINE.match(line)
-        if not m or int(m.group(5)) < 0:
+        if not m or (m.group(5) is not None and int(m.group(5)) < 0):
             continue
         when, call, args = float(m.group(2)), m.group(3), m.group(4)
-        if call == "execve":
+        if call == "execve" and re.match(r'"[^"]*/gadgetd"', args):  # not strace's env
             first("exec", when)
         elif call == "mkdir" and args.startswith('"/sys/kernel/config/'):
             first("configfs", when)

@@ -78,6 +78,16 @@ def pss_kib(pid: int) -> int:
     return proc_kib(pid, "smaps_rollup", "Pss")
 
 
+def cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds the processes have used (utime and stime of /proc/PID/stat)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = syscalls.proc_stat(pid)  # from the state on: utime and stime are 12 and 13
+        total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
 class PssPeak:
     """The peak of the summed PSS of some processes, sampled at 20 Hz while traffic runs."""
 
@@ -201,6 +211,9 @@ class FfsExample:
         write(g / "UDC", udc())
         return wait_configured(self.device) - start
 
+    def pids(self) -> list[int]:
+        return [self.proc.pid]
+
     def down(self) -> None:
         g = self.g
         write(g / "UDC", "")
@@ -303,9 +316,14 @@ def main() -> int:
             row = {"run": run, "side": side.name, "bring_up_s": round(side.up(), 4)}
             try:
                 time.sleep(SETTLE)
-                with PssPeak(side.pids() if side.name == "gadgetd" else []) as pss:
+                pids = side.pids() if hasattr(side, "pids") else []  # none for the kernel's
+                with PssPeak(pids if side.name == "gadgetd" else []) as pss:
                     for direction in side.directions:
+                        before = cpu_s(pids)
                         row[direction] = host_bulk(build, side.device, direction)
+                        # the device side's CPU time for the transfer: ours beside the C peer's
+                        row[direction]["device_cpu_s"] = round(cpu_s(pids) - before, 3) \
+                            if pids else None
                 if side.name == "gadgetd":
                     row["pss_kib"] = pss.peak_kib
                 if side.name in ("gadgetd", "kernel", "ffs_aio_peer"):  # the C peer: FunctionFS's floor

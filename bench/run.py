@@ -41,6 +41,7 @@ def summarize(results: dict) -> dict:
             runs = [r[direction] for r in mine if direction in r]
             if runs:
                 entry[f"{direction}_mib_s"] = median([r.get("mib_per_s") for r in runs if r["ok"]])
+                entry[f"{direction}_cpu_s"] = median([r.get("device_cpu_s") for r in runs])
                 entry[f"{direction}_failures"] = [
                     f"{r.get('error')} after {r.get('bytes', 0) / 2**20:.1f} MiB" for r in runs
                     if not r["ok"]]
@@ -122,15 +123,20 @@ def render(results: dict, table: dict) -> tuple[str, dict]:
     lines = [f"bench on {results['kernel']} ({LINKS[results['usb']]}, high speed): "
              f"host_bulk {results['size']} B x {results['depth']} requests, "
              f"{results['bytes'] >> 20} MiB per direction; medians "
-             f"of {runs} alternating runs", "",
+             f"of {runs} alternating runs; CPU s: the device side's processes during the "
+             "transfer", "",
              f"{'device side':<15} {'IN MiB/s':>9} {'OUT MiB/s':>10} {'bring-up s':>11} "
-             f"{'ctrl p50/p99 us':>16} {'peak RSS MiB':>14} {'peak PSS MiB':>13}"]
+             f"{'ctrl p50/p99 us':>16} {'peak RSS MiB':>14} {'peak PSS MiB':>13} "
+             f"{'CPU s IN/OUT':>13}"]
     for side, e in table.items():
         ctrl = (f"{e['ctrl_p50_us']:.0f}/{e['ctrl_p99_us']:.0f}" if e.get("ctrl_p50_us") else "-")
         rss = (f"{e['rss_mib']['supervisor']}+{e['rss_mib']['worker']}" if e.get("rss_mib")
                else "-")
+        cpu = "/".join(f"{e[k]:.2f}" if e.get(k) is not None else "-"
+                       for k in ("in_cpu_s", "out_cpu_s"))
         lines.append(f"{side:<15} {e.get('in_mib_s') or '-':>9} {e.get('out_mib_s') or '-':>10} "
-                     f"{e['bring_up_s']:>11} {ctrl:>16} {rss:>14} {e.get('pss_mib') or '-':>13}")
+                     f"{e['bring_up_s']:>11} {ctrl:>16} {rss:>14} {e.get('pss_mib') or '-':>13} "
+                     f"{cpu if cpu != '-/-' else '-':>13}")
         for direction in ("in", "out"):
             for failure in dict.fromkeys(e.get(f"{direction}_failures") or []):
                 lines.append(f"{'':<15} {direction.upper()} failed: {failure}")

@@ -9,13 +9,16 @@ bringup = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(bringup)
 
 TRACE = """\
+300 99.700000 execve("/bin/env", ["env", "/work/main/.venv/bin/gadgetd"], 0x7ffd /* 9 vars */) = 0
 300 100.000000 execve("/work/main/.venv/bin/gadgetd", ["gadgetd", "run", "t.toml"], 0x7ffd /* 9 vars */) = 0
 300 100.200000 write(2</tmp/log>, "import time: ...", 40) = 40
 300 100.400000 mkdir("/run/gadgetd", 0755) = -1 EEXIST (File exists)
 300 100.500000 mkdir("/sys/kernel/config/usb_gadget/gadgetd-sourcesink", 0755) = 0
 300 100.550000 mkdir("/sys/kernel/config/usb_gadget/gadgetd-sourcesink/strings/0x409", 0755) = 0
 300 100.700000 mount("ss0", "/run/gadgetd/ffs/ss0", "functionfs", 0, "uid=0,gid=0") = 0
-301 101.300000 write(5</run/gadgetd/ffs/ss0/ep0>, "\\3\\0\\0\\0l\\0\\0\\0"..., 108) = 108
+301 101.300000 write(5</run/gadgetd/ffs/ss0/ep0>, "\\3\\0\\0\\0l\\0\\0\\0"..., 108 <unfinished ...>
+300 101.305000 write(2</tmp/log>, "import time: ...", 40) = 40
+301 101.306000 <... write resumed>) = 108
 301 101.310000 write(5</run/gadgetd/ffs/ss0/ep0>, "\\2\\0\\0\\0\\30\\0\\0\\0"..., 24) = 24
 300 101.500000 write(7</sys/kernel/config/usb_gadget/gadgetd-sourcesink/UDC>, "dummy_udc.0\\n", 12) = 12
 300 109.000000 write(7</sys/kernel/config/usb_gadget/gadgetd-sourcesink/UDC>, "\\n", 1) = 1
@@ -42,7 +45,7 @@ def test_the_step_syscalls_become_phases():
 
 
 def test_a_step_not_seen_is_none():
-    found = bringup.events("\n".join(TRACE.splitlines()[:4]))
+    found = bringup.events("\n".join(TRACE.splitlines()[:5]))
     assert [s for _, s in bringup.phases(found)] == [0.5, None, None, None, None, None]
 
 
