@@ -1,7 +1,7 @@
 """Where a py-spy profile's time goes: the functions with the most samples from its collapsed
 stacks (`py-spy record --format raw`: one "frame;frame;...;frame COUNT" line per stack, each frame
 "function (file:line)"). Self is where the sample was taken; total counts a function once per stack
-it appears in."""
+it appears in, leaving out the frames at the root of (nearly) every stack."""
 
 from __future__ import annotations
 
@@ -36,5 +36,7 @@ def top(collapsed: str, count: int = 8) -> dict:
     def shares(counter):
         return [(name, round(n / samples, 3)) for name, n in counter.most_common(count)]
 
+    # The frames (nearly) every stack shares (main, click, the event loop's run) say nothing.
+    below_the_root = Counter({name: n for name, n in inclusive.items() if n < 0.95 * samples})
     return {"samples": samples, "self": shares(own) if samples else [],
-            "total": shares(inclusive) if samples else []}
+            "total": shares(below_the_root) if samples else []}
