@@ -304,9 +304,11 @@ def main() -> int:
     subprocess.run([sys.executable, "-m", "gadgetd", "blobs", str(templates.path("sourcesink")),
                     "ss0", "--out", str(blobs)], check=True, stdout=subprocess.DEVNULL)
     peer = [str(build / "ffs_aio_peer"), ".", str(blobs / "ss0.descriptors"),
-            str(blobs / "ss0.strings"), str(SIZE), str(DEPTH)]
+            str(blobs / "ss0.strings")]
     sides = [Gadgetd(), KernelSourceSink(),
-             FfsExample("ffs_aio_peer", peer, ("in", "out")),
+             FfsExample("ffs_aio_peer", [*peer, str(SIZE), str(DEPTH)], ("in", "out")),
+             # the same program shaped like aio_multibuff (256 requests of 8 KiB in flight)
+             FfsExample("ffs_aio_peer_deep", [*peer, "8192", "256"], ("in",)),
              FfsExample("ffs-test", [str(build / "ffs-test")], ("in", "out")),
              FfsExample("aio_multibuff", [str(build / "aio_multibuff"), "."], ("in",))]
     rows = []

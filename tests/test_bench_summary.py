@@ -27,6 +27,7 @@ def _results(pss_kib=20 * 1024):
                  ctrl={"ok": True, "p50_us": 200, "p99_us": 450}),
             _row("ffs_aio_peer", run, 0.3, **{"in": 100.0, "out": 100.0}),
             _row("ffs-test", run, 0.4, **{"in": 50.0, "out": 60.0}),
+            _row("ffs_aio_peer_deep", run, 0.3, **{"in": 89.0}),
             _row("aio_multibuff", run, 0.3, **{"in": 90.0}),
             _row("python", run, 0.5),
         ]
@@ -48,6 +49,7 @@ def test_the_five_summary_lines():
         "in >= 0.95x C peer": True, "out >= 0.95x C peer": True,
         "C peer in >= ffs-test": True, "C peer out >= ffs-test": True,
         "C peer in >= aio_multibuff": True,
+        "C peer shaped like aio_multibuff in >= aio_multibuff": False,  # 89 < 90
         "bring-up <= python + 1.5x ffs-test": False,  # 1.3 > 0.5 + 0.6
         "ctrl p50 <= 1.5x kernel": True, "peak PSS <= 30 MiB": True,
     }
