@@ -98,7 +98,7 @@ def _ignore_alarm(signum, frame):
 # Installed at the first bounded call and left (a forked worker inherits it with this flag):
 # nothing else in gadgetd handles SIGALRM, and a late one is then harmless. Swapped in and out
 # around every data stage it cost more than the stage's syscall (signal.signal and getsignal
-# convert handlers to enums through a ValueError: 15 us natively, 12% of control's profile).
+# convert handlers to enums through a ValueError: 23 us of 37 natively, 12% of control's profile).
 _alarm_handler_installed = False
 
 
