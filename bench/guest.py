@@ -155,6 +155,9 @@ class KernelSourceSink:
     name, device, directions = "kernel", GADGET_ZERO, ("in", "out")
     g = CFG / "kss"
 
+    def pids(self) -> list[int]:
+        return []  # no process: the function runs in the kernel
+
     def up(self) -> float:
         subprocess.run(["modprobe", "usb_f_ss_lb"], check=True)
         g = self.g
@@ -318,7 +321,7 @@ def main() -> int:
             row = {"run": run, "side": side.name, "bring_up_s": round(side.up(), 4)}
             try:
                 time.sleep(SETTLE)
-                pids = side.pids() if hasattr(side, "pids") else []  # none for the kernel's
+                pids = side.pids()
                 with PssPeak(pids if side.name == "gadgetd" else []) as pss:
                     for direction in side.directions:
                         before = cpu_s(pids)
