@@ -1,6 +1,7 @@
 # gadgetd: `make help` lists the targets. `make demo` and `make test` do all set-up themselves.
 SHELL := /bin/bash
 VENV ?= .venv
+LAB_VENV := .venv-lab
 PY := $(VENV)/bin/python
 HIL := $(VENV)/bin/gadgetd-hil
 KERNEL ?= debian:bookworm
@@ -25,7 +26,7 @@ BUILD := out/bench-build
 SYSUSERS := gadgetd/systemd/gadgetd.sysusers
 
 .PHONY: help setup system-packages system-user demo repro repro-full bench bench-detection test unit-test vm-test \
-	repro-test test-faults test-armel usbip-test usbip-repro test-two-machines test-kernel-tree test-composite bench-usbip lint
+	repro-test test-faults test-armel usbip-test usbip-repro test-two-machines test-lab test-kernel-tree test-composite bench-usbip lint
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -50,6 +51,12 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q -e '.[dev]'
 	$(VENV)/bin/python -m compileall -q gadgetd  # the VM's root is read-only: no bytecode written there
+	touch $@
+
+# labgrid in a venv of its own: installed, its pytest plugin loads into every pytest run.
+$(LAB_VENV)/.installed: pyproject.toml
+	python3 -m venv $(LAB_VENV)
+	$(LAB_VENV)/bin/pip install -q -e '.[dev,labgrid]'
 	touch $@
 
 setup: system-packages system-user $(VENV)/.installed ## Debian packages and the gadgetd user (as root), the venv, editable install
@@ -138,6 +145,9 @@ usbip-repro: setup ## USB/IP in one kernel: repro --host remote, 'gadgetd-hil dr
 	$(HIL) matrix --kernels $(REPRO_KERNEL) --usb usbip-loopback $(USBIP_SCENARIOS) --check \
 	  --expect present --expect-scenario contended_open=present \
 	  --expect-scenario deactivated_reopen=present --out out/usbip-test
+
+test-lab: setup $(LAB_VENV)/.installed ## labgrid: the HIL suite on a place in the two-machine lab; a matrix in two shards at once, merged (not CI)
+	$(LAB_VENV)/bin/python -m pytest -q -s -m lab tests/lab/test_labgrid.py tests/lab/test_shards.py
 
 test-two-machines: setup ## Board VM + host VM over USB/IP: HIL suite, reconnects, repro on 4 kernel pairs
 	$(PY) -m pytest -q -m lab tests/lab/test_two_machines.py

@@ -1,5 +1,6 @@
 """Every third-party module the package imports is a declared dependency: board-side modules in
-`dependencies`, the host kit (gadgetd.host, gadgetd.hil) in the `hil` extra."""
+`dependencies`, the host kit (gadgetd.host, gadgetd.hil) in the `hil` extra, a module of an
+extra of its own (EXTRAS) in that one."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST_SIDE = ("host", "hil")
+EXTRAS = {"host/labgrid_place.py": "labgrid"}
+DISTRIBUTIONS = {"attr": "attrs"}  # module -> distribution where the extra is not installed
 
 
 def _imports(path: Path) -> set[str]:
@@ -36,9 +39,13 @@ def test_every_imported_module_is_declared():
     distributions = packages_distributions()
     missing = []
     for path in sorted((ROOT / "gadgetd").rglob("*.py")):
-        side = host if path.relative_to(ROOT / "gadgetd").parts[0] in HOST_SIDE else board
+        relative = path.relative_to(ROOT / "gadgetd")
+        side = host if relative.parts[0] in HOST_SIDE else board
+        if extra := EXTRAS.get(relative.as_posix()):
+            side = side | _names(project["optional-dependencies"][extra])
         for module in sorted(_imports(path)):
-            dists = {d.lower().replace("_", "-") for d in distributions.get(module, [module])}
+            dists = {d.lower().replace("_", "-") for d in
+                     distributions.get(module, [DISTRIBUTIONS.get(module, module)])}
             if not dists & side:
                 missing.append(f"{path.relative_to(ROOT)}: {module} ({', '.join(sorted(dists))})")
     assert missing == []

@@ -4,10 +4,16 @@ A pytest plugin (entry point `gadgetd.hil`; `-p gadgetd.hil` where plugin autolo
 Run on any host that sees the gadget: `pytest --pyargs gadgetd.hil --device VID:PID [--serial S]`.
 Expected values come from the template the gadget was built from (`--template`, a file or a
 packaged template's name; default loopback).
+
+On a labgrid place instead (gadgetd[labgrid], `--lg-env ENV.yaml` with a GadgetdStrategy, the
+place acquired): the strategy serves the gadget for the session and turns the board off after,
+the device is the place's USB resource, the board is the place's command driver
+(gadgetd.host.labgrid_place).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -43,10 +49,37 @@ def spec(pytestconfig):
     return template_mod.load(templates.resolve(pytestconfig.getoption("--template")))
 
 
+def _on_a_place(config) -> bool:
+    """labgrid's plugin is loaded and an environment is given (--lg-env or LG_ENV)."""
+    return config.pluginmanager.hasplugin("labgrid") and bool(
+        config.getoption("lg_env", None) or os.environ.get("LG_ENV"))
+
+
 @pytest.fixture(scope="session")
-def selector(pytestconfig, spec) -> DeviceSelector:
+def place(request, spec):
+    """The labgrid strategy with the gadget served for the session (None off a place)."""
+    if not _on_a_place(request.config):
+        yield None
+        return
+    if request.config.getoption("--device") or request.config.getoption("--board"):
+        raise pytest.UsageError("--lg-env names the device and the board: no --device/--board")
+    strategy = request.getfixturevalue("strategy")
+    if strategy.gadget != spec.name:
+        raise pytest.UsageError(f"the strategy serves {strategy.gadget!r}, the template "
+                                f"{spec.name!r}: pass --template for the place's gadget")
+    strategy.transition("served")
+    yield strategy
+    strategy.transition("off")
+
+
+@pytest.fixture(scope="session")
+def selector(pytestconfig, spec, place) -> DeviceSelector:
     device = pytestconfig.getoption("--device")
     serial = pytestconfig.getoption("--serial")
+    if place is not None:
+        from gadgetd.host.labgrid_place import usb_identity
+
+        return DeviceSelector(*usb_identity(place.usb), serial)
     if device:
         try:
             return DeviceSelector.parse(device, serial)
@@ -73,7 +106,11 @@ def loopback(device) -> LoopbackDriver:
 
 
 @pytest.fixture
-def board(spec, pytestconfig):
+def board(spec, pytestconfig, place):
+    if place is not None:
+        from gadgetd.host.labgrid_place import PlaceBoard
+
+        return PlaceBoard(spec.name, place.shell)
     url = pytestconfig.getoption("--board")
     if url:
         return SshBoard(spec.name, url, pytestconfig.getoption("--board-identity"),
