@@ -21,7 +21,7 @@ KERNEL_TAG = $(subst debian:,,$(KERNEL))
 APT_PACKAGES := qemu-system-x86 busybox-static udev systemd libaio1 libusb-1.0-0 kmod file \
 	python3-venv gcc libc6-dev linux-libc-dev pkg-config libusb-1.0-0-dev libaio-dev \
 	linux-source-6.1 xz-utils patch openssh-server openssh-client strace usbip iproute2 \
-	make bc bison flex libelf-dev libssl-dev ccache git iputils-ping umtp-responder mtp-tools
+	make bc bison flex libelf-dev libssl-dev ccache git iputils-ping umtp-responder mtp-tools sshfs
 BUILD := out/bench-build
 SYSUSERS := gadgetd/systemd/gadgetd.sysusers
 
@@ -146,7 +146,7 @@ usbip-repro: setup ## USB/IP in one kernel: repro --host remote, 'gadgetd-hil dr
 	  --expect present --expect-scenario contended_open=present \
 	  --expect-scenario deactivated_reopen=present --out out/usbip-test
 
-test-lab: setup $(LAB_VENV)/.installed ## labgrid: the HIL suite on a place in the two-machine lab; a matrix in two shards at once, merged (not CI)
+test-lab: setup $(LAB_VENV)/.installed ## labgrid: the HIL suite and repro on a place in the two-machine lab; a matrix in two shards at once, merged (not CI)
 	$(LAB_VENV)/bin/python -m pytest -q -s -m lab tests/lab/test_labgrid.py tests/lab/test_shards.py
 
 test-two-machines: setup ## Board VM + host VM over USB/IP: HIL suite, reconnects, repro on 4 kernel pairs

@@ -361,6 +361,32 @@ def drive(device, serial, duration, until, report_path):
     click.echo("final: " + ", ".join(f"{k}={v}" for k, v in sorted(final.items())))
 
 
+@main.command("place-repro", context_settings={"ignore_unknown_options": True})
+@click.option("--lg-env", "env_file", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="labgrid environment: target 'main' with a RemotePlace, an SSHDriver and a "
+                   "GadgetdStrategy (gadgetd.host.labgrid_place); the place acquired.")
+@click.option("--template", default="loopback", show_default=True,
+              help="The gadget repro builds on the board (a packaged name or a path there).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Copy the board's record and the host's counts (JSON lines) here.")
+@click.argument("repro_args", nargs=-1, type=click.UNPROCESSED)
+def place_repro(env_file, template, out_dir, repro_args):
+    """'gadgetd repro' on a labgrid place's board (REPRO_ARGS pass through, e.g. --nonblock
+    --scenario contended_open), the host's traffic from this machine, where the place's USB
+    device is. Needs gadgetd[labgrid] and sshfs here. Exit status: repro's."""
+    from gadgetd import template as template_mod
+    from gadgetd import templates
+    from gadgetd.host.labgrid_place import repro
+
+    spec = template_mod.load(templates.resolve(template))
+    args = [*repro_args, "--template", template]
+    try:
+        sys.exit(repro(env_file, args, f"{spec.id_vendor:04x}:{spec.id_product:04x}",
+                       Path(out_dir) if out_dir else None))
+    except GadgetdError as exc:
+        _fail(exc)
+
+
 @main.command("udev-rule")
 @click.option("--device", required=True, help="VID:PID of the gadget.")
 @click.option("--serial", help="Only the device with this serial number.")

@@ -96,8 +96,15 @@ class Storm:
         )
 
     def quiet(self) -> bool:
-        """Whether the board asked for silence (the quiet file exists: see host_report)."""
-        return bool(self.quiet_file) and os.path.exists(self.quiet_file)
+        """Whether the board asked for silence (the quiet file exists: see host_report). Opened,
+        not stat'ed: over sshfs a removed file's attributes stay cached for 20 s; open asks."""
+        if not self.quiet_file:
+            return False
+        try:
+            os.close(os.open(self.quiet_file, os.O_RDONLY))
+        except FileNotFoundError:
+            return False
+        return True
 
     def _hold_while_quiet(self) -> bool:
         """In this thread, before a request: wait while asked for silence (saying so in

@@ -68,6 +68,7 @@ UsePAM yes
 KbdInteractiveAuthentication no
 StrictModes no
 SetEnv PATH={Path(sys.executable).parent}:/usr/sbin:/usr/bin:/sbin:/bin
+Subsystem sftp internal-sftp
 """)
     # One connection for every command (the HIL suite's board control): a new ssh handshake
     # costs seconds under emulation. Its socket is in /tmp, not in `ssh` (9p in the lab).

@@ -21,15 +21,30 @@ Needs the optional extra gadgetd[labgrid] (labgrid 26: gRPC coordinator).
 from __future__ import annotations
 
 import enum
+import os
 import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
 
 import attr
-from labgrid.exceptions import NoResourceFoundError
+from labgrid.driver.exception import ExecutionError
+from labgrid.exceptions import (
+    InvalidConfigError,
+    NoConfigFoundError,
+    NoResourceFoundError,
+    NoSupplierFoundError,
+)
 from labgrid.factory import target_factory
 from labgrid.step import step
 from labgrid.strategy import Strategy, StrategyError, never_retry
 
 from gadgetd.configfs import GADGETS
+from gadgetd.errors import GadgetdError
 from gadgetd.host.board import Board, BoardError
 
 USB_RESOURCES = ("USBFlashableDevice", "NetworkUSBFlashableDevice")
@@ -123,3 +138,76 @@ def usb_identity(resource) -> tuple[int, int]:
     if resource.vendor_id is None:
         raise LookupError(f"{resource.name or resource.cls}: the place's USB device is absent")
     return resource.vendor_id, resource.model_id
+
+
+class PlaceError(GadgetdError):
+    """The place cannot be used: its environment, drivers, strategy or board."""
+
+
+LABGRID_ERRORS = (NoConfigFoundError, NoSupplierFoundError, InvalidConfigError, StrategyError,
+                  ExecutionError)
+
+
+def repro(env_file: str, repro_args: list[str], device: str, out: Path | None,
+          log=sys.stderr) -> int:
+    try:
+        return _repro(env_file, repro_args, device, out, log)
+    except LABGRID_ERRORS as exc:
+        raise PlaceError(f"{env_file}: {type(exc).__name__}: {getattr(exc, 'msg', exc)}") from exc
+
+
+def _repro(env_file: str, repro_args: list[str], device: str, out: Path | None, log) -> int:
+    """`gadgetd repro --host remote` on the place's board, with the host's traffic from here,
+    where the place's USB device is: the board's working directory is mounted here through the
+    SSHDriver's sshfs, so `gadgetd-hil drive` writes its counts where repro reads them and sees
+    repro's request for quiet. Prints the board's report; returns repro's exit status."""
+    from labgrid import Environment
+
+    target = Environment(config_file=env_file).get_target("main")
+    strategy, ssh = target.get_driver("GadgetdStrategy"), target.get_driver("SSHDriver")
+    strategy.transition(Status.off)  # repro builds its own gadget on a clean board
+    board_dir = ssh.run_check("mktemp -d /run/gadgetd-repro.XXXXXX")[0].strip()
+    with tempfile.TemporaryDirectory(prefix="gadgetd-place-") as local:
+        failed: list[str] = []
+
+        def sshfs():  # returns once unmounted; raises if sshfs ends within a second
+            try:
+                ssh.sshfs(path=board_dir, mountpoint=local)
+            except ExecutionError as exc:
+                failed.append(str(exc))
+
+        mount = threading.Thread(target=sshfs, daemon=True)
+        mount.start()
+        _until(lambda: os.path.ismount(local) or not mount.is_alive(), 30)
+        if not os.path.ismount(local):
+            raise PlaceError(f"sshfs of the board's {board_dir} did not mount on {local} "
+                             "(the board's sshd needs an sftp subsystem) " + " ".join(failed))
+        drive = subprocess.Popen(
+            [str(Path(sys.executable).parent / "gadgetd-hil"), "drive", "--device", device,
+             "--report", f"{local}/drive.jsonl", "--until", f"{local}/exit-status"],
+            stdout=log, stderr=subprocess.STDOUT)
+        try:
+            command = shlex.join(["gadgetd", "repro", "--host", "remote", "--host-report",
+                                  f"{board_dir}/drive.jsonl", "--record",
+                                  f"{board_dir}/repro.jsonl", *repro_args])
+            report, _, _ = ssh.run(f"{command}; echo $? > {board_dir}/exit-status")
+            print("\n".join(report), flush=True)
+            drive.wait(timeout=60)
+            if out is not None:
+                out.mkdir(parents=True, exist_ok=True)
+                for name in ("repro.jsonl", "drive.jsonl"):
+                    shutil.copy(Path(local, name), out / name)
+            return int(Path(local, "exit-status").read_text())
+        finally:
+            if drive.poll() is None:
+                drive.terminate()
+                drive.wait(timeout=30)
+            subprocess.run(["fusermount3", "-u", local], check=False)
+            mount.join(timeout=30)
+            ssh.run(f"rm -rf {shlex.quote(board_dir)}")
+
+
+def _until(done, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.2)

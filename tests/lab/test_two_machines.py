@@ -80,11 +80,10 @@ def lab(out: Path, board_kernel: str, host_kernel: str, with_hil: bool) -> subpr
                               stderr=subprocess.STDOUT, timeout=timeout + 600)
 
 
-def repro_result(out: Path) -> dict:
-    """The board's repro: its exit status, report and scenarios, from its record."""
-    board = out / "board"
-    result = {"status": int((board / "repro-status").read_text()), "scenarios": {}}
-    for line in (board / "repro.jsonl").read_text().splitlines():
+def repro_result(record: Path, status: Path) -> dict:
+    """A repro's exit status, report and scenarios, from its record and status files."""
+    result = {"status": int(status.read_text()), "scenarios": {}}
+    for line in record.read_text().splitlines():
         obj = json.loads(line)
         if "report" in obj:
             result["report"] = obj["report"]
@@ -124,7 +123,7 @@ def test_lab(board_kernel, host_kernel, with_hil, expected):
     assert (out / "board" / "udcs.txt").read_text().split() == ["usbip-vudc.0"]
     assert "vhci_hcd" in host_modules and not {"dummy_hcd", "usbip_vudc"} & host_modules
     assert (out / "host" / "udcs.txt").read_text().split() == []
-    repro = repro_result(out)
+    repro = repro_result(out / "board" / "repro.jsonl", out / "board" / "repro-status")
     scenarios = repro["scenarios"]
     assert repro["report"]["verdict"] == expected, why
     assert repro["status"] == (1 if expected == "present" else 0), why
