@@ -190,12 +190,15 @@ def _repro(env_file: str, repro_args: list[str], device: str, out: Path | None, 
             command = shlex.join(["gadgetd", "repro", "--host", "remote", "--host-report",
                                   f"{board_dir}/drive.jsonl", "--record",
                                   f"{board_dir}/repro.jsonl", *repro_args])
-            report, _, _ = ssh.run(f"{command}; echo $? > {board_dir}/exit-status")
-            print("\n".join(report), flush=True)
+            # Output to files, not the session: a task repro leaves stuck in the kernel keeps
+            # its descriptors, and ssh waits for every holder of the session's pipes.
+            ssh.run(f"{command} > {board_dir}/report.txt 2> {board_dir}/repro.log < /dev/null; "
+                    f"echo $? > {board_dir}/exit-status")
+            print(Path(local, "report.txt").read_text(), end="", flush=True)
             drive.wait(timeout=60)
             if out is not None:
                 out.mkdir(parents=True, exist_ok=True)
-                for name in ("repro.jsonl", "drive.jsonl"):
+                for name in ("repro.jsonl", "drive.jsonl", "repro.log"):
                     shutil.copy(Path(local, name), out / name)
             return int(Path(local, "exit-status").read_text())
         finally:
