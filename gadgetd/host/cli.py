@@ -367,22 +367,17 @@ def drive(device, serial, duration, until, report_path):
                    "GadgetdStrategy (gadgetd.host.labgrid_place); the place acquired.")
 @click.option("--template", default="loopback", show_default=True,
               help="The gadget repro builds on the board (a packaged name or a path there).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False),
-              help="Copy the board's record and the host's counts (JSON lines) here.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Copy the board's record and log and the host's counts here.")
 @click.argument("repro_args", nargs=-1, type=click.UNPROCESSED)
 def place_repro(env_file, template, out_dir, repro_args):
     """'gadgetd repro' on a labgrid place's board (REPRO_ARGS pass through, e.g. --nonblock
     --scenario contended_open), the host's traffic from this machine, where the place's USB
     device is. Needs gadgetd[labgrid] and sshfs here. Exit status: repro's."""
-    from gadgetd import template as template_mod
-    from gadgetd import templates
     from gadgetd.host.labgrid_place import repro
 
-    spec = template_mod.load(templates.resolve(template))
-    args = [*repro_args, "--template", template]
     try:
-        sys.exit(repro(env_file, args, f"{spec.id_vendor:04x}:{spec.id_product:04x}",
-                       Path(out_dir) if out_dir else None))
+        sys.exit(repro(env_file, template, list(repro_args), out_dir))
     except GadgetdError as exc:
         _fail(exc)
 

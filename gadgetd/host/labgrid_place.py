@@ -43,6 +43,7 @@ from labgrid.factory import target_factory
 from labgrid.step import step
 from labgrid.strategy import Strategy, StrategyError, never_retry
 
+from gadgetd import template, templates
 from gadgetd.configfs import GADGETS
 from gadgetd.errors import GadgetdError
 from gadgetd.host.board import Board, BoardError
@@ -148,10 +149,12 @@ LABGRID_ERRORS = (NoConfigFoundError, NoSupplierFoundError, InvalidConfigError, 
                   ExecutionError)
 
 
-def repro(env_file: str, repro_args: list[str], device: str, out: Path | None,
+def repro(env_file: str, template_name: str, repro_args: list[str], out: Path | None,
           log=sys.stderr) -> int:
+    spec = template.load(templates.resolve(template_name))
+    device = f"{spec.id_vendor:04x}:{spec.id_product:04x}"
     try:
-        return _repro(env_file, repro_args, device, out, log)
+        return _repro(env_file, [*repro_args, "--template", template_name], device, out, log)
     except LABGRID_ERRORS as exc:
         raise PlaceError(f"{env_file}: {type(exc).__name__}: {getattr(exc, 'msg', exc)}") from exc
 
@@ -164,7 +167,10 @@ def _repro(env_file: str, repro_args: list[str], device: str, out: Path | None, 
     from labgrid import Environment
 
     target = Environment(config_file=env_file).get_target("main")
-    strategy, ssh = target.get_driver("GadgetdStrategy"), target.get_driver("SSHDriver")
+    try:  # getting a driver activates it: the SSHDriver connects
+        strategy, ssh = target.get_driver("GadgetdStrategy"), target.get_driver("SSHDriver")
+    except Exception as exc:  # labgrid's SSHDriver raises Exception on a connect timeout
+        raise PlaceError(f"{env_file}: the place's board over SSH: {exc}") from exc
     strategy.transition(Status.off)  # repro builds its own gadget on a clean board
     board_dir = ssh.run_check("mktemp -d /run/gadgetd-repro.XXXXXX")[0].strip()
     with tempfile.TemporaryDirectory(prefix="gadgetd-place-") as local:
