@@ -186,6 +186,7 @@ def _repro(env_file: str, repro_args: list[str], device: str, out: Path | None, 
         mount.start()
         _until(lambda: os.path.ismount(local) or not mount.is_alive(), 30)
         if not os.path.ismount(local):
+            ssh.run(f"rm -rf {shlex.quote(board_dir)}")
             raise PlaceError(f"sshfs of the board's {board_dir} did not mount on {local} "
                              "(the board's sshd needs an sftp subsystem) " + " ".join(failed))
         drive = subprocess.Popen(
