@@ -1,10 +1,12 @@
 """A kernel matrix in two shards run at once (two VMs), joined by `matrix merge` into the table,
 JSON and JUnit XML one run writes (`make test-lab`); the merge itself is unit-tested in
-tests/test_matrix_shards.py."""
+tests/test_matrix_shards.py. Before it, two processes fetch the same kernel into one empty cache
+at once, as shards on one machine (and matrix --jobs, in threads) do."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -38,3 +40,21 @@ def test_two_shards_at_once_merge_into_one_matrix():
     cases = suite.iter("testcase")
     assert sorted(len(c.findall("failure")) for c in cases) == [0, 1]
     print(f"two shards at once, merged: {seconds:.0f} s")
+
+
+def test_two_fetches_of_one_kernel_at_once_share_the_cache(tmp_path):
+    resolve = ("from gadgetd.host import kernels; k = kernels.resolve('debian:6.1.0-50-amd64'); "
+               "print(k.release, k.image, k.modules)")
+    env = {**os.environ, "GADGETD_CACHE": str(tmp_path)}
+    procs = [subprocess.Popen([sys.executable, "-c", resolve], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [proc.communicate(timeout=900) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], results
+    assert results[0][0] == results[1][0]  # one kernel, found by both
+    release, image, modules = results[0][0].split()
+    assert release == "6.1.0-50-amd64" and Path(image).is_file()
+    assert (Path(modules) / "modules.dep").stat().st_size > 0
+    downloads = [line for _, err in results for line in err.splitlines()
+                 if line.startswith("gadgetd-hil: downloading")]
+    assert downloads == ["gadgetd-hil: downloading linux-image-6.1.0-50-amd64 6.1.176-1"]
+    assert sorted(p.name for p in (tmp_path / "kernels").iterdir()) == [release]  # no .partial
