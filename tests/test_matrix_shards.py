@@ -4,6 +4,7 @@ CI workflow's commands parsed by the CLI itself."""
 import json
 import re
 import shlex
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -124,3 +125,34 @@ def test_the_example_ci_workflow_s_commands_parse(tmp_path, monkeypatch):
 def test_bad_shards_are_refused(value):
     with pytest.raises(click.BadParameter):
         cli._shard(value)
+
+
+def test_jobs_the_memory_cannot_hold_are_refused_before_any_vm(monkeypatch):
+    from click.testing import CliRunner
+
+    monkeypatch.setattr(matrix, "_available_mib", lambda: 4000)
+    monkeypatch.setattr(matrix, "run_many", lambda *a, **k: pytest.fail("a VM was started"))
+    result = CliRunner().invoke(cli.main, ["matrix", "--kernels", "debian:sid", "--jobs", "3"])
+    assert result.exit_code != 0
+    assert result.output.strip() == ("gadgetd-hil: error: --jobs 3: 3 VMs need about 4.5 GiB of "
+                                     "memory (1.5 each), 3.9 GiB is available")
+
+
+def test_jobs_sharing_cores_are_named(monkeypatch, capsys):
+    monkeypatch.setattr(matrix, "_available_mib", lambda: 8 * 1024)
+    monkeypatch.setattr(matrix.os, "cpu_count", lambda: 4)
+    matrix.check_room(2, log=sys.stderr)  # capsys's
+    assert capsys.readouterr().err == ""
+    matrix.check_room(3, log=sys.stderr)
+    assert capsys.readouterr().err == ("gadgetd-hil matrix: --jobs 3 on 4 cores: 6 vCPUs share "
+                                       "them, so each VM runs slower\n")
+
+
+def test_one_job_reads_no_memory_figure(monkeypatch):
+    monkeypatch.setattr(matrix, "_available_mib", lambda: pytest.fail("read /proc/meminfo"))
+    matrix.check_room(1)
+
+
+def test_available_memory_is_read_from_proc_meminfo():
+    total = int(Path("/proc/meminfo").read_text().split()[1]) // 1024  # MemTotal, the first line
+    assert 0 < matrix._available_mib() <= total

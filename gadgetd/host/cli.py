@@ -254,6 +254,7 @@ def matrix(ctx, specs, quick, blocking, out_dir, jobs, shard, check, expect, usb
 
     try:
         chosen = specs.split(",") if specs else m.quick_specs() if quick else m.default_specs()
+        m.check_room(jobs)
     except GadgetdError as exc:
         _fail(exc)
     chosen = m.shard(chosen, *shard) if shard else m.ordered(chosen)
@@ -333,8 +334,6 @@ def bisect(good, bad, repo, blocking, scenarios):
                    "FILE.quiet exists.")
 def drive(device, serial, duration, until, report_path):
     """Keep a gadget's ep0 busy from this host (for 'gadgetd repro' running on a board)."""
-    import os
-
     from gadgetd.host.drive import Storm, report_line
 
     storm = Storm(_selector(device, serial),
@@ -343,7 +342,7 @@ def drive(device, serial, duration, until, report_path):
     report = open(report_path, "a", buffering=1) if report_path else None
     seq = 0
     try:
-        while (end is None or time.monotonic() < end) and not (until and os.path.exists(until)):
+        while (end is None or time.monotonic() < end) and not (until and Path(until).exists()):
             time.sleep(1)
             seq += 1
             counts = dict.copy(storm.counts)  # one C call: the storm thread may be counting

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
 import shlex
 import shutil
@@ -26,6 +27,9 @@ from gadgetd.model import NONBLOCK, NONBLOCK_ONCE
 from gadgetd.repro import report as rep
 
 REPRO_TIMEOUT = 900  # seconds a guest may spend in repro
+# Host memory one VM (vm.run's 2 GiB guest) takes: QEMU's peak RSS in the quick matrix's longest
+# boot was 1.42 to 1.46 GiB (2026-12-05). Its 2 vCPUs want two cores.
+VM_HOST_MIB = 1536
 RANGE_START = "6.1.0-50-amd64"  # the default matrix: bookworm ABIs from here up
 SCENARIO_SHORT = {"contended_open": "contended", "deactivated_set_alt": "set_alt",
                   "open_race": "race", "delayed_open": "delayed", "deactivated_reopen": "reopen",
@@ -148,6 +152,28 @@ def ordered(specs) -> list[str]:
 def shard(specs, k: int, n: int) -> list[str]:
     """Slice K of N (1-based): the specs whose index in ordered(specs) is K-1 modulo N."""
     return [spec for i, spec in enumerate(ordered(specs)) if i % n == k - 1]
+
+
+def _available_mib() -> int:
+    with open("/proc/meminfo") as meminfo:
+        return next(int(line.split()[1]) // 1024 for line in meminfo
+                    if line.startswith("MemAvailable:"))
+
+
+def check_room(jobs: int, log=sys.stderr) -> None:
+    """Refuse more VMs at once than the available memory holds (they would be OOM-killed
+    mid-matrix); say so when their vCPUs outnumber the cores (each VM then runs slower)."""
+    if jobs == 1:
+        return
+    available = _available_mib()
+    if jobs * VM_HOST_MIB > available:
+        raise GadgetdError(f"--jobs {jobs}: {jobs} VMs need about {jobs * VM_HOST_MIB / 1024:.1f}"
+                           f" GiB of memory ({VM_HOST_MIB / 1024:.1f} each), "
+                           f"{available / 1024:.1f} GiB is available")
+    cores = os.cpu_count() or 1
+    if 2 * jobs > cores:
+        print(f"gadgetd-hil matrix: --jobs {jobs} on {cores} cores: {2 * jobs} vCPUs share them, "
+              "so each VM runs slower", file=log)
 
 
 def run_many(specs: list[str], jobs: int, logs: Path, log=sys.stderr, **options) -> list[Row]:
