@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from gadgetd import __version__, host_quirks, template, templates
+from gadgetd import __version__, host_quirks, registry, template, templates
 from gadgetd.errors import GadgetdError
 from gadgetd.model import BLOCKING, NONBLOCK
 from gadgetd.repro import SCENARIOS
@@ -54,7 +54,8 @@ def check(template_path):
     click.echo(f"{template_path}: ok: gadget {spec.name}, "
                f"{len(spec.configs)} configuration(s), functions: "
                + ", ".join(f"{f.name} ({f.type})" for f in spec.functions.values()))
-    for warning in host_quirks.warnings(spec):
+    types = [f.type for f in spec.functions.values()]
+    for warning in host_quirks.warnings(spec) + registry.shadowed(types):
         click.echo(f"{template_path}: warning: {warning}")
 
 

@@ -7,7 +7,7 @@ by the worker that serves it (FunctionType.server).
 A template that names only gadgetd's own types is served without reading any distribution's
 metadata: importing importlib.metadata (email, zipfile, csv, ...) was 4.5 s of a 17 s bring-up
 in the bench's VM. OWN mirrors pyproject.toml's entry points (a unit test keeps them equal); a
-plugin cannot take one of these names.
+plugin cannot take one of these names (`gadgetd check` warns of one that tries).
 """
 
 from __future__ import annotations
@@ -45,6 +45,15 @@ def _entry_points() -> dict:
 def names() -> list[str]:
     """Every registered type's name, without loading any of them."""
     return sorted({**_entry_points(), **OWN})
+
+
+def shadowed(type_names) -> list[str]:
+    """Plugin entry points that name one of gadgetd's own types among TYPE_NAMES: never loaded
+    (OWN wins), so `gadgetd check` says so rather than serve gadgetd's type in silence."""
+    plugins = _entry_points()
+    return [f"function type {name!r} is gadgetd's own; the plugin entry point {name} = "
+            f"{plugins[name]} is ignored" for name in sorted(set(type_names))
+            if name in OWN and plugins.get(name, OWN[name]) != OWN[name]]
 
 
 def _load(value: str):

@@ -6,7 +6,7 @@ import tomllib
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from gadgetd import registry
+from gadgetd import registry, templates
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,3 +40,23 @@ def test_unknown_type_names_every_registered_one():
         assert "loopback" in str(exc) and "mass_storage" in str(exc)
     else:
         raise AssertionError("no error for an unregistered type")
+
+
+def test_a_plugin_naming_an_own_type_is_reported_by_check(monkeypatch):
+    from click.testing import CliRunner
+
+    from gadgetd import cli
+
+    plugins = {**registry.OWN, "ncm": "someone.functions:NCM", "theirs": "someone.functions:X"}
+    monkeypatch.setattr(registry, "_entry_points", lambda: plugins)
+    assert registry.shadowed(["ncm", "loopback", "theirs", "ncm"]) == [
+        "function type 'ncm' is gadgetd's own; the plugin entry point ncm = someone.functions:NCM "
+        "is ignored"]
+    result = CliRunner().invoke(cli.main, ["check", "pizero-composite"])
+    assert result.exit_code == 0
+    assert [line for line in result.output.splitlines() if ": warning: " in line] == [
+        f"{templates.path('pizero-composite')}: warning: function type 'ncm' is gadgetd's own; "
+        "the plugin entry point ncm = someone.functions:NCM is ignored"]
+    monkeypatch.setattr(registry, "_entry_points", lambda: registry.OWN)  # as installed
+    assert "warning: function type" not in CliRunner().invoke(
+        cli.main, ["check", "pizero-composite"]).output
