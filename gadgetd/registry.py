@@ -36,24 +36,34 @@ class RegistryError(LookupError):
 
 
 @functools.cache
-def _entry_points() -> dict:
+def _entry_points() -> tuple[tuple[str, str], ...]:
+    """(name, value) of every installed entry point in GROUP, gadgetd's own included; a name
+    two distributions register appears twice."""
     from importlib.metadata import entry_points
 
-    return {ep.name: ep.value for ep in entry_points(group=GROUP)}
+    return tuple((ep.name, ep.value) for ep in entry_points(group=GROUP))
 
 
 def names() -> list[str]:
     """Every registered type's name, without loading any of them."""
-    return sorted({**_entry_points(), **OWN})
+    return sorted({name for name, _ in _entry_points()} | OWN.keys())
 
 
 def shadowed(type_names) -> list[str]:
     """Plugin entry points that name one of gadgetd's own types among TYPE_NAMES: never loaded
     (OWN wins), so `gadgetd check` says so rather than serve gadgetd's type in silence."""
-    plugins = _entry_points()
-    return [f"function type {name!r} is gadgetd's own; the plugin entry point {name} = "
-            f"{plugins[name]} is ignored" for name in sorted(set(type_names))
-            if name in OWN and plugins.get(name, OWN[name]) != OWN[name]]
+    wanted = set(type_names) & OWN.keys()
+    return [f"function type {name!r} is gadgetd's own; the plugin entry point {name} = {value} "
+            "is ignored" for name, value in sorted(set(_entry_points()))
+            if name in wanted and value != OWN[name]]
+
+
+def _plugin(name: str) -> str | None:
+    values = sorted({value for ep_name, value in _entry_points() if ep_name == name})
+    if len(values) > 1:
+        raise RegistryError(f"function type {name!r} is registered by more than one plugin: "
+                            f"{', '.join(values)} (uninstall all but one)")
+    return values[0] if values else None
 
 
 def _load(value: str):
@@ -64,7 +74,7 @@ def _load(value: str):
 
 @functools.cache
 def get(name: str) -> FunctionType:
-    value = OWN.get(name) or _entry_points().get(name)
+    value = OWN.get(name) or _plugin(name)
     if value is None:
         raise RegistryError(f"no function type {name!r} is registered (known: "
                             f"{', '.join(names()) or 'none'})")

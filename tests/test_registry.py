@@ -47,7 +47,9 @@ def test_a_plugin_naming_an_own_type_is_reported_by_check(monkeypatch):
 
     from gadgetd import cli
 
-    plugins = {**registry.OWN, "ncm": "someone.functions:NCM", "theirs": "someone.functions:X"}
+    # gadgetd's own ncm listed after the plugin's: found whatever the distributions' order
+    plugins = (("ncm", "someone.functions:NCM"), ("theirs", "someone.functions:X"),
+               *registry.OWN.items())
     monkeypatch.setattr(registry, "_entry_points", lambda: plugins)
     assert registry.shadowed(["ncm", "loopback", "theirs", "ncm"]) == [
         "function type 'ncm' is gadgetd's own; the plugin entry point ncm = someone.functions:NCM "
@@ -57,6 +59,22 @@ def test_a_plugin_naming_an_own_type_is_reported_by_check(monkeypatch):
     assert [line for line in result.output.splitlines() if ": warning: " in line] == [
         f"{templates.path('pizero-composite')}: warning: function type 'ncm' is gadgetd's own; "
         "the plugin entry point ncm = someone.functions:NCM is ignored"]
-    monkeypatch.setattr(registry, "_entry_points", lambda: registry.OWN)  # as installed
+    monkeypatch.setattr(registry, "_entry_points", lambda: tuple(registry.OWN.items()))
     assert "warning: function type" not in CliRunner().invoke(
         cli.main, ["check", "pizero-composite"]).output
+
+
+def test_a_type_two_plugins_register_is_refused(monkeypatch):
+    plugins = (("greeting", "b.functions:GREETING"), ("greeting", "a.functions:GREETING"),
+               *registry.OWN.items())
+    monkeypatch.setattr(registry, "_entry_points", lambda: plugins)
+    registry.get.cache_clear()
+    try:
+        registry.get("greeting")
+    except registry.RegistryError as exc:
+        assert str(exc) == ("function type 'greeting' is registered by more than one plugin: "
+                            "a.functions:GREETING, b.functions:GREETING (uninstall all but one)")
+    else:
+        raise AssertionError("no error for a type two plugins register")
+    finally:
+        registry.get.cache_clear()
